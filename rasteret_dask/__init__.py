@@ -1,0 +1,43 @@
+"""rasteret_dask: cloud raster collections with cached COG headers, read at cluster scale with Dask."""
+
+from .cog import CogHeader, LevelInfo, read_cog_header, read_cog_header_async
+from .collection import BuildReport, Collection, LoadStats, as_collection, build_from_table, load
+from .errors import (
+    CollectionError,
+    MalformedTiffError,
+    PlanError,
+    RangeRequestError,
+    RasteretDaskError,
+    ReadError,
+    RemoteFileChangedError,
+    SchemaError,
+    TiffError,
+    TruncatedTiffError,
+    UnsupportedTiffError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BuildReport",
+    "CogHeader",
+    "Collection",
+    "CollectionError",
+    "LevelInfo",
+    "LoadStats",
+    "MalformedTiffError",
+    "PlanError",
+    "RangeRequestError",
+    "RasteretDaskError",
+    "ReadError",
+    "RemoteFileChangedError",
+    "SchemaError",
+    "TiffError",
+    "TruncatedTiffError",
+    "UnsupportedTiffError",
+    "as_collection",
+    "build_from_table",
+    "load",
+    "read_cog_header",
+    "read_cog_header_async",
+]

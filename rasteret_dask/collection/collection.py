@@ -1,0 +1,233 @@
+"""The Collection: an immutable wrapper around a dask-geopandas frame of records with cached headers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dask
+import dask_geopandas
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyproj
+import shapely
+
+from ..errors import CollectionError, SchemaError
+from . import filters
+from .schema import (
+    CRS_COLUMN,
+    DATETIME,
+    ID,
+    bands_of,
+    check_required,
+    metadata_column,
+    normalise_records,
+)
+from .tables import to_geodataframe
+
+
+class Collection:
+    """Records (one row per raster item) with their assets and parsed COG headers, as a Dask frame.
+
+    Every filtering method returns a new Collection; the wrapped frame is never modified. ``frame`` is
+    the ``dask_geopandas.GeoDataFrame`` itself, for any Dask/GeoPandas operation; wrap a result back
+    with :func:`rasteret_dask.as_collection`.
+
+    Parameters
+    ----------
+    frame
+        A dask-geopandas frame with the collection's columns (DESIGN.md §3), already normalised.
+    name, description, data_source
+        Free text kept in exported files (Rasteret's file metadata keys).
+    storage_options
+        fsspec options used to read the assets (credentials stay in the worker's environment when
+        possible; these are plain picklable dicts and are never written to files).
+    """
+
+    def __init__(
+        self,
+        frame: dask_geopandas.GeoDataFrame,
+        *,
+        name: str = "",
+        description: str = "",
+        data_source: str = "",
+        storage_options: dict | None = None,
+    ):
+        check_required(frame.columns, "the collection frame")
+        self._frame = frame
+        self.name, self.description, self.data_source = name, description, data_source
+        self.storage_options = dict(storage_options or {})
+        self.build_report = None  # set by the build functions
+
+    def _derive(self, frame: dask_geopandas.GeoDataFrame) -> Collection:
+        return Collection(
+            frame,
+            name=self.name,
+            description=self.description,
+            data_source=self.data_source,
+            storage_options=self.storage_options,
+        )
+
+    @property
+    def frame(self) -> dask_geopandas.GeoDataFrame:
+        """The records as a ``dask_geopandas.GeoDataFrame`` (lazy)."""
+        return self._frame
+
+    @property
+    def bands(self) -> list[str]:
+        """Band codes of the assets."""
+        return bands_of(self._frame._meta)
+
+    @property
+    def npartitions(self) -> int:
+        return self._frame.npartitions
+
+    def __len__(self) -> int:
+        return int(self._frame.map_partitions(len).compute().sum())
+
+    def head(self, n: int = 5) -> gpd.GeoDataFrame:
+        """The first ``n`` records (computes only what it needs)."""
+        return self._frame.head(n, npartitions=-1)
+
+    @property
+    def crs(self) -> set[str]:
+        """The raster CRSs of the records (``crs`` column values such as ``"EPSG:32633"``)."""
+        if CRS_COLUMN not in self._frame.columns:
+            return set()
+        values = self._frame[CRS_COLUMN].dropna().unique().compute()
+        return set(values.tolist())
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) of all footprints, in CRS84 degrees."""
+        parts = self._frame.map_partitions(
+            lambda p: pd.DataFrame(
+                [shapely.total_bounds(np.asarray(p.geometry.array))], columns=list("abcd")
+            ),
+            meta=pd.DataFrame({c: pd.Series(dtype="float64") for c in "abcd"}),
+        ).compute()
+        return (
+            float(parts["a"].min()),
+            float(parts["b"].min()),
+            float(parts["c"].max()),
+            float(parts["d"].max()),
+        )
+
+    def persist(self) -> Collection:
+        """Compute the frame into (cluster) memory and return it as a new Collection."""
+        return self._derive(self._frame.persist())
+
+    def summary(self) -> dict:
+        """Record count, bands, time range, CRSs and partitions, computed in one pass."""
+        stats = self._frame.map_partitions(
+            lambda p: pd.DataFrame({"n": [len(p)], "t0": [p[DATETIME].min()], "t1": [p[DATETIME].max()]}),
+            meta=pd.DataFrame(
+                {
+                    "n": pd.Series(dtype="int64"),
+                    "t0": pd.Series(dtype="datetime64[us, UTC]"),
+                    "t1": pd.Series(dtype="datetime64[us, UTC]"),
+                }
+            ),
+        )
+        crs = self._frame[CRS_COLUMN].dropna().unique() if CRS_COLUMN in self._frame.columns else None
+        stats, crs = dask.compute(stats, crs)
+        return {
+            "records": int(stats["n"].sum()),
+            "bands": self.bands,
+            "start": None if stats["t0"].isna().all() else stats["t0"].min(),
+            "end": None if stats["t1"].isna().all() else stats["t1"].max(),
+            "crs": sorted(crs.tolist()) if crs is not None else [],
+            "partitions": self.npartitions,
+        }
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        start = "?" if s["start"] is None else s["start"].isoformat()
+        end = "?" if s["end"] is None else s["end"].isoformat()
+        names = [c if len(c) < 40 else pyproj.CRS(c).name for c in s["crs"][:5]]
+        crs = ", ".join(names) + (" ..." if len(s["crs"]) > 5 else "")
+        title = f" {self.name!r}" if self.name else ""
+        return (
+            f"<Collection{title}: {s['records']} records, bands {', '.join(s['bands'])}, "
+            f"{start} .. {end}, CRS {crs or 'unknown'}, {s['partitions']} partitions>"
+        )
+
+    # -- filtering ---------------------------------------------------------------------------------
+
+    def subset(
+        self,
+        *,
+        cloud_cover_lt: float | None = None,
+        date_range: tuple | None = None,
+        bbox: tuple[float, float, float, float] | None = None,
+        geometries=None,
+        split: str | list[str] | None = None,
+    ) -> Collection:
+        """Records matching every given condition.
+
+        Parameters
+        ----------
+        cloud_cover_lt
+            Keep records whose ``eo:cloud_cover`` is below this percentage.
+        date_range
+            ``(start, end)``, inclusive; a date-only end includes that whole day (UTC).
+        bbox
+            ``(west, south, east, north)`` in CRS84 degrees; footprints must really intersect it.
+            west > east crosses the antimeridian.
+        geometries
+            Shapely geometries, GeoJSON dicts or a GeoDataFrame (CRS84 when they carry no CRS):
+            footprints must intersect at least one.
+        split
+            Value(s) of the ``split`` column to keep.
+        """
+        predicate = filters.record_predicate(
+            cloud_cover_lt=cloud_cover_lt,
+            date_range=date_range,
+            bbox=bbox,
+            geometries=geometries,
+            split=split,
+        )
+        return self._derive(self._frame.map_partitions(predicate, meta=self._frame._meta))
+
+    def select_split(self, name: str) -> Collection:
+        """Records whose ``split`` column equals ``name`` (e.g. "train")."""
+        if "split" not in self._frame.columns:
+            raise SchemaError("the collection has no split column")
+        return self.subset(split=name)
+
+    def where(self, expr: str | pa.compute.Expression | Callable) -> Collection:
+        """Records matching a pandas query string, a pyarrow compute expression, or a callable on a partition."""
+        predicate = filters.expression_predicate(expr)
+        return self._derive(self._frame.map_partitions(predicate, meta=self._frame._meta))
+
+    def export(self, path: str, **kwargs) -> str:
+        """Write the collection as GeoParquet under ``path``; see :func:`rasteret_dask.collection.parquet.export`."""
+        from .parquet import export  # parquet builds Collections, so it imports this module
+
+        return export(self, path, **kwargs)
+
+    def header_column(self, band: str) -> str:
+        """The name of ``band``'s metadata column; raises when the band does not exist."""
+        if band not in self.bands:
+            raise CollectionError(f"band {band!r} is not in this collection; its bands are {self.bands}")
+        return metadata_column(band)
+
+
+def as_collection(data, **kwargs) -> Collection:
+    """Wrap a dask-geopandas frame, GeoDataFrame, pandas frame or Arrow table as a Collection.
+
+    Validates the columns (SchemaError names the missing ones) and normalises their types. Keyword
+    arguments go to :class:`Collection`; ``npartitions`` sets the partition count for in-memory input.
+    """
+    npartitions = kwargs.pop("npartitions", None)
+    if isinstance(data, Collection):
+        return data
+    if isinstance(data, dask_geopandas.GeoDataFrame):
+        check_required(data.columns)
+        frame = data.map_partitions(normalise_records)
+        return Collection(frame, **kwargs)
+    gdf = normalise_records(to_geodataframe(data))
+    gdf = gdf.sort_values([DATETIME, ID]).reset_index(drop=True)
+    n = npartitions or max(1, -(-len(gdf) // 5000))
+    return Collection(dask_geopandas.from_geopandas(gdf, npartitions=n), **kwargs)

@@ -1,0 +1,1 @@
+"""Pure geometry: pixel windows, grids and tile intersections. No I/O."""
