@@ -1,20 +1,69 @@
-"""The ``rasteret-dask`` command. Thin: it parses arguments, calls the public API and prints."""
+"""The ``rasteret-dask`` command. Thin: it parses arguments, calls the public API and prints.
+
+User mistakes end in one line on stderr and exit status 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
 from . import __version__
-from .cog import read_cog_header
 from .errors import RasteretDaskError
 
 
-def _header_summary(url: str) -> dict:
-    header = read_cog_header(url)
-    return {
-        "url": url,
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    try:
+        west, south, east, north = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WEST,SOUTH,EAST,NORTH in degrees, got {text!r}") from None
+    return west, south, east, north
+
+
+def _date_range(text: str) -> tuple[str | None, str | None]:
+    start, sep, end = text.partition(",")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected START,END (ISO dates, either may be empty), got {text!r}")
+    return start or None, end or None
+
+
+def _options(pairs: list[str] | None) -> dict | None:
+    """``KEY=VALUE`` storage options; VALUE is parsed as JSON when it can be (true, 3, {...})."""
+    if not pairs:
+        return None
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise RasteretDaskError(f"storage options are KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@contextlib.contextmanager
+def _scheduler(address: str | None):
+    """A distributed Client for ``address`` (prints the dashboard link), or nothing for local threads."""
+    if not address:
+        yield None
+        return
+    from distributed import Client
+
+    with Client(address) as client:
+        print(f"connected to {address}; dashboard: {client.dashboard_link}", file=sys.stderr)
+        yield client
+
+
+def _cmd_header(args: argparse.Namespace) -> None:
+    from .cog import read_cog_header
+
+    header = read_cog_header(args.url, storage_options=_options(args.storage_option))
+    summary = {
+        "url": args.url,
         "width": header.width,
         "height": header.height,
         "count": header.count,
@@ -24,36 +73,103 @@ def _header_summary(url: str) -> dict:
         "nodata": header.nodata,
         "compression": header.tiff.codec.compression,
         "predictor": header.tiff.codec.predictor,
-        "levels": [
-            {
-                "width": lv.width,
-                "height": lv.height,
-                "tile_width": lv.tile_width,
-                "tile_height": lv.tile_height,
-            }
-            for lv in header.levels
-        ],
+        "levels": [[lv.width, lv.height, lv.tile_width, lv.tile_height] for lv in header.levels],
         "masks": [m is not None for m in header.tiff.masks],
         "file_size": header.tiff.file_size,
     }
-
-
-def _cmd_header(args: argparse.Namespace) -> None:
-    summary = _header_summary(args.url)
     if args.json:
         print(json.dumps(summary, indent=1))
         return
-    print(f"{summary['url']}")
-    print(f"  {summary['width']} x {summary['height']} px, {summary['count']} band(s) of {summary['dtype']}")
-    print(f"  crs {summary['crs']}, nodata {summary['nodata']}")
+    print(summary["url"])
+    print(f"  {header.width} x {header.height} px, {header.count} band(s) of {header.dtype}")
+    print(f"  crs {summary['crs']}, nodata {header.nodata}")
     print(f"  transform {summary['transform']}")
     print(f"  compression {summary['compression']}, predictor {summary['predictor']}")
-    for i, level in enumerate(summary["levels"]):
+    for i, (w, h, tw, th) in enumerate(summary["levels"]):
         mask = " + mask" if summary["masks"][i] else ""
-        print(
-            f"  level {i}: {level['width']} x {level['height']} px,"
-            f" tiles {level['tile_width']} x {level['tile_height']}{mask}"
-        )
+        print(f"  level {i}: {w} x {h} px, tiles {tw} x {th}{mask}")
+
+
+def _source_kind(source: str, forced: str | None) -> str:
+    if forced:
+        return forced
+    from .collection import catalog
+
+    if source in catalog.DatasetRegistry.default().ids():
+        return "dataset"
+    if source.lower().split("?", 1)[0].endswith((".parquet", ".geoparquet", ".pq")):
+        return "table"
+    return "stac"
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from . import collection as col
+
+    options = _options(args.storage_option)
+    common = {"storage_options": options, "progress": not args.quiet}
+    if args.bands:
+        common["bands"] = args.bands.split(",")
+    kind = _source_kind(args.source, args.kind)
+    with _scheduler(args.scheduler):
+        if kind == "dataset":
+            built = col.build(args.source, bbox=args.bbox, date_range=args.date_range, **common)
+        elif kind == "stac":
+            collections = args.collections.split(",") if args.collections else None
+            built = col.build_from_stac(
+                args.source,
+                collections=collections,
+                bbox=args.bbox,
+                date_range=args.date_range,
+                max_items=args.max_items,
+                **common,
+            )
+        else:
+            band_index_map = json.loads(args.band_index_map) if args.band_index_map else None
+            built = col.build_from_table(
+                args.source, href_column=args.href_column, band_index_map=band_index_map, **common
+            )
+        built.export(args.out, overwrite=args.overwrite, storage_options=_options(args.out_option))
+    report = built.build_report
+    print(f"wrote {args.out}: {report}" if report is not None else f"wrote {args.out}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from .collection import load
+
+    collection = load(args.path, storage_options=_options(args.storage_option))
+    s = collection.summary()
+    info = {
+        "path": args.path,
+        "name": collection.name,
+        "records": s["records"],
+        "bands": s["bands"],
+        "start": None if s["start"] is None else s["start"].isoformat(),
+        "end": None if s["end"] is None else s["end"].isoformat(),
+        "crs": s["crs"],
+        "bounds": list(collection.bounds) if s["records"] else None,
+        "files": collection.load_stats.files,
+        "partitions": s["partitions"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return
+    for key, value in info.items():
+        print(f"{key:>10}: {value}")
+
+
+def _cmd_datasets(args: argparse.Namespace) -> None:
+    from .collection import catalog
+
+    registry = catalog.DatasetRegistry.default()
+    if args.action == "list":
+        for descriptor in registry.list():
+            print(f"{descriptor.id:<28} {descriptor.title}")
+        return
+    if not args.id:
+        raise RasteretDaskError("datasets info needs a dataset id (see `rasteret-dask datasets list`)")
+    descriptor = registry.get(args.id)
+    for key, value in descriptor.describe().items():
+        print(f"{key:>16}: {value}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +178,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rasteret-dask {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
     header = commands.add_parser("header", help="read and print one COG/GeoTIFF header (one GET)")
     header.add_argument("url", help="local path or URL (file://, http(s)://, s3://, gs://)")
     header.add_argument("--json", action="store_true", help="print JSON instead of text")
+    header.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
     header.set_defaults(run=_cmd_header)
+
+    build = commands.add_parser(
+        "build", help="build a collection (dataset id, STAC API/catalog or records table) and export it"
+    )
+    build.add_argument("source", help="a dataset id (see `datasets list`), a STAC URL/path, or a Parquet table")
+    build.add_argument("--out", required=True, help="folder to write the GeoParquet collection to")
+    build.add_argument("--kind", choices=["dataset", "stac", "table"], help="how to read SOURCE (guessed)")
+    build.add_argument("--bands", help="comma-separated band codes to keep")
+    build.add_argument("--bbox", type=_bbox, help="WEST,SOUTH,EAST,NORTH in degrees (STAC searches)")
+    build.add_argument("--date-range", type=_date_range, help="START,END ISO dates (STAC searches)")
+    build.add_argument("--collections", help="comma-separated STAC collection ids")
+    build.add_argument("--max-items", type=int, help="stop a STAC search after this many items")
+    build.add_argument("--href-column", help="tables: column of asset URLs")
+    build.add_argument("--band-index-map", help='tables: JSON {"band": sample index} for multi-band files')
+    build.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="options for the assets")
+    build.add_argument("--out-option", action="append", metavar="KEY=VALUE", help="options for --out")
+    build.add_argument("--scheduler", help="address of a Dask scheduler (default: local threads)")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing collection at --out")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(run=_cmd_build)
+
+    info = commands.add_parser("info", help="summarise a collection: records, bands, time range, CRSs")
+    info.add_argument("path", help="folder (or URL) of an exported collection")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
+    info.set_defaults(run=_cmd_info)
+
+    datasets = commands.add_parser("datasets", help="the built-in dataset catalog")
+    datasets.add_argument("action", choices=["list", "info"])
+    datasets.add_argument("id", nargs="?", help="dataset id (for info)")
+    datasets.set_defaults(run=_cmd_datasets)
     return parser
 
 
@@ -73,9 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (RasteretDaskError, OSError) as exc:
+    except (RasteretDaskError, OSError, ValueError) as exc:
         print(f"rasteret-dask: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("rasteret-dask: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -5,7 +5,7 @@ what ``rasterio.open(...).read()`` returns for the same pixels:
 
 * Decoders write into buffers of the expected size (``rows * tile_width * samples * itemsize``) or
   are given hard output limits, so hostile bytes cannot make a decoder allocate without bound. Image
-  codecs (JPEG, WebP, LERC) have their declared dimensions checked before anything is decoded.
+  codecs (JPEG, WebP, LERC, JPEG XL) have their declared dimensions checked before any pixel is decoded.
 * Data that decodes to fewer bytes than the tile needs raises :class:`TruncatedTiffError`; data that
   decodes to more is cut to size, as libtiff does.
 * The horizontal predictor (2) is undone after byte swapping, on the integer bit patterns (also for

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -169,9 +170,13 @@ _CITATION_FIELDS = {
 
 
 def _u16(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFF:
+    try:
+        number = -1 if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = -1
+    if not 0 <= number <= 0xFFFF:
         raise MalformedTiffError(f"GeoKeyDirectory {what} is {value!r}, not an unsigned 16-bit integer")
-    return value
+    return number
 
 
 def parse_geokey_directory(
@@ -186,9 +191,9 @@ def parse_geokey_directory(
         MinorRevision, NumberOfKeys) then 4 shorts per key (KeyID, TIFFTagLocation, Count, Value_Offset).
     double_params : sequence of float or None
         The GeoDoubleParamsTag (34736) values, or None when the file has none.
-    ascii_params : str or None
-        The GeoAsciiParamsTag (34737) text (one character per byte, e.g. decoded as latin-1), with or
-        without its terminating NUL, or None when absent.
+    ascii_params : str, bytes or None
+        The GeoAsciiParamsTag (34737) text (one character per byte: bytes are decoded as latin-1), with
+        or without its terminating NUL, or None when absent.
 
     Returns
     -------
@@ -221,6 +226,8 @@ def parse_geokey_directory(
             f"GeoKeyDirectory announces {n_keys} keys ({4 + 4 * n_keys} values) but holds {n_shorts} values"
         )
     n_doubles = 0 if double_params is None else len(double_params)
+    if isinstance(ascii_params, bytes | bytearray):
+        ascii_params = bytes(ascii_params).decode("latin-1")
     ascii_text = None if ascii_params is None else str(ascii_params)
     if ascii_text and ascii_text.endswith("\x00"):
         ascii_text = ascii_text[:-1]  # the terminating NUL does not count, as in libgeotiff
@@ -341,17 +348,13 @@ class _Keys:
 
 
 def _epsg_crs(code: int) -> CRS | None:
+    # Not cached: pyproj objects must not be shared between threads; plain-data look-ups are cached.
     if code <= 0:
         return None
     try:
-        return _epsg_crs_cached(code)
+        return CRS.from_epsg(code)
     except CRSError:
         return None
-
-
-@lru_cache(maxsize=256)
-def _epsg_crs_cached(code: int) -> CRS:
-    return CRS.from_epsg(code)
 
 
 def _id_code(obj: dict | None) -> int | None:
@@ -894,16 +897,21 @@ def _with_id_if_same(j: dict, code: int, what: str) -> CRS:
 
 
 @lru_cache(maxsize=128)
-def _official_name(name: str, types: tuple[str, ...]) -> str | None:
-    """The EPSG name of a CRS known under another (ESRI) name, as GDAL's GTIFGetEPSGOfficialName."""
+def _official_name(name: str, crs_type: str) -> str | None:
+    """The EPSG name of a CRS known under ``name`` or its ESRI alias (GDAL's GTIFGetEPSGOfficialName)."""
     if not re.fullmatch(r"[\w .()/+-]+", name) or name.startswith("+"):
         return None
     try:
         crs = CRS.from_user_input(name)
+        j = crs.to_json_dict()
+        esri_wkt = crs.to_wkt(version="WKT1_ESRI") or ""
     except CRSError:
         return None
-    auth = crs.to_json_dict().get("id", {})
-    if auth.get("authority") != "EPSG" or crs.to_json_dict().get("type") not in types:
+    if (j.get("id") or {}).get("authority") != "EPSG" or j.get("type") != crs_type:
+        return None
+    # PROJ falls back to approximate matches; GDAL takes exact names and aliases only.
+    esri_name = esri_wkt.split('"', 2)[1] if esri_wkt.count('"') >= 2 else ""
+    if _normalized_name(name) not in (_normalized_name(crs.name), _normalized_name(esri_name)):
         return None
     return crs.name
 
@@ -1145,7 +1153,7 @@ def _geographic(k: _Keys, d: _Defn) -> _Geog:
     else:
         geog_name = gcs.name
     if geog_name and geog_name.startswith("GCS_"):
-        geog_name = _official_name(geog_name, ("GeographicCRS",)) or geog_name
+        geog_name = _official_name(geog_name, "GeographicCRS") or geog_name
     if datum_name and "_" in datum_name:
         with contextlib.suppress(CRSError):
             datum_name = Datum.from_name(datum_name, auth_name="EPSG").name
@@ -1378,7 +1386,7 @@ def _renamed_projected(crs: CRS) -> CRS:
     name = crs.name or ""
     if name.lower() == "wgs_1984_web_mercator":
         return CRS.from_user_input("ESRI:102113")
-    if "_" in name and (official := _official_name(name, ("ProjectedCRS",))) is not None:
+    if "_" in name and (official := _official_name(name, "ProjectedCRS")) is not None:
         j = _without_schema(crs.to_json_dict())
         j["name"] = official
         return _crs_from_json(j, "a projected CRS")

@@ -78,6 +78,16 @@ def check_ycbcr_vs_rasterio(
 # --- building codecs and decoding whole files from tifffile's view of them ------------------------------
 
 
+def sample_dtype(page: tifffile.TiffPage) -> str:
+    if page.bitspersample == 1:
+        return "uint8"
+    if page.dtype is not None:
+        return page.dtype.name
+    # tifffile has no numpy type for e.g. 24-bit integers: name the next wider one (decode refuses it)
+    size = 1 << max(0, math.ceil(math.log2(page.bitspersample / 8)))
+    return np.dtype(f"{'i' if int(page.sampleformat) == 2 else 'u'}{size}").name
+
+
 def codec_for(page: tifffile.TiffPage, byteorder: str) -> TileCodec:
     """A TileCodec from tifffile's tag values for one IFD."""
     tiled = page.is_tiled
@@ -87,7 +97,7 @@ def codec_for(page: tifffile.TiffPage, byteorder: str) -> TileCodec:
     return TileCodec(
         compression=int(page.compression),
         predictor=int(page.predictor),
-        dtype="uint8" if bits == 1 else page.dtype.name,
+        dtype=sample_dtype(page),
         byteorder=byteorder,
         tile_width=page.tilewidth if tiled else page.imagewidth,
         tile_height=page.tilelength if tiled else min(page.rowsperstrip or height, height),
@@ -142,14 +152,16 @@ def decode_image(path: Path, page_index: int = 0) -> tuple[np.ndarray, list[tupl
             tile = decode_tile(seg.data, codec, seg.rows)
             check_tile_layout(tile, codec, seg.rows)
             tiles.append((seg, tile))
-            h = min(tile.shape[0], page.imagelength - seg.y)
-            w = min(codec.tile_width, page.imagewidth - seg.x)
-            block = np.moveaxis(tile[:h, :w], -1, 0)
-            if codec.samples == 1:
-                out[seg.plane : seg.plane + 1, seg.y : seg.y + h, seg.x : seg.x + w] = block
-            else:
-                out[:, seg.y : seg.y + h, seg.x : seg.x + w] = block
+            paste(out, tile, seg, codec)
     return out, tiles
+
+
+def paste(out: np.ndarray, tile: np.ndarray, seg: Segment, codec: TileCodec) -> None:
+    h = min(tile.shape[0], out.shape[1] - seg.y)
+    w = min(codec.tile_width, out.shape[2] - seg.x)
+    block = np.moveaxis(tile[:h, :w], -1, 0)
+    bands = slice(seg.plane, seg.plane + 1) if codec.samples == 1 and out.shape[0] > 1 else slice(None)
+    out[bands, seg.y : seg.y + h, seg.x : seg.x + w] = block
 
 
 def check_tile_layout(tile: np.ndarray, codec: TileCodec, rows: int | None) -> None:
@@ -795,31 +807,6 @@ CORPUS_UNSUPPORTED = {
 }
 
 
-def corpus_codec(page: tifffile.TiffPage, byteorder: str) -> TileCodec:
-    if page.dtype is None:  # tifffile has no numpy type for e.g. 24-bit integers
-        size = 1 << max(0, math.ceil(math.log2(page.bitspersample / 8)))
-        page_dtype = f"{'i' if int(page.sampleformat) == 2 else 'u'}{size}"
-        return replace(codec_for_dtype(page, byteorder), dtype=np.dtype(page_dtype).name)
-    return codec_for(page, byteorder)
-
-
-def codec_for_dtype(page: tifffile.TiffPage, byteorder: str) -> TileCodec:
-    tiled = page.is_tiled
-    return TileCodec(
-        compression=int(page.compression),
-        predictor=int(page.predictor),
-        dtype="uint8",
-        byteorder=byteorder,
-        tile_width=page.tilewidth if tiled else page.imagewidth,
-        tile_height=page.tilelength
-        if tiled
-        else min(page.rowsperstrip or page.imagelength, page.imagelength),
-        samples=page.samplesperpixel if page.planarconfig == 1 else 1,
-        bits_per_sample=page.bitspersample,
-        photometric=int(page.photometric),
-    )
-
-
 def is_mask(codec: TileCodec) -> bool:
     return codec.photometric == 4
 
@@ -838,11 +825,11 @@ def test_corpus_file(name, corpus_dir):
     with tf:
         if name in CORPUS_UNSUPPORTED:
             with pytest.raises(UnsupportedTiffError, match=re.escape(CORPUS_UNSUPPORTED[name])):
-                check_codec_supported(corpus_codec(tf.pages[0], tf.byteorder))
+                check_codec_supported(codec_for(tf.pages[0], tf.byteorder))
             return
         decoded = 0
         for page in tf.pages:
-            codec = corpus_codec(page, tf.byteorder)
+            codec = codec_for(page, tf.byteorder)
             check_codec_supported(codec)
             for seg in segments(tf, page, codec):
                 if not seg.data:
@@ -895,14 +882,6 @@ def check_corpus_level0_vs_gdal(tf: tifffile.TiffFile, path: Path) -> None:
         assert np.array_equal(mask, gdal_mask)
 
 
-def paste(out: np.ndarray, tile: np.ndarray, seg: Segment, codec: TileCodec) -> None:
-    h = min(tile.shape[0], out.shape[1] - seg.y)
-    w = min(codec.tile_width, out.shape[2] - seg.x)
-    block = np.moveaxis(tile[:h, :w], -1, 0)
-    bands = slice(seg.plane, seg.plane + 1) if codec.samples == 1 and out.shape[0] > 1 else slice(None)
-    out[bands, seg.y : seg.y + h, seg.x : seg.x + w] = block
-
-
 def test_corpus_files_gdal_cannot_read_raise_only_tiff_errors(corpus_dir):
     """Deliberately odd or broken files: decoding their tiles fails with our errors or succeeds."""
     tried = 0
@@ -916,7 +895,7 @@ def test_corpus_files_gdal_cannot_read_raise_only_tiff_errors(corpus_dir):
         with tf:
             for page in tf.pages:
                 try:
-                    codec = corpus_codec(page, tf.byteorder)
+                    codec = codec_for(page, tf.byteorder)
                     check_codec_supported(codec)
                 except TiffError:
                     tried += 1
