@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build", help="build a collection (dataset id, STAC API/catalog or records table) and export it"
     )
-    build.add_argument("source", help="a dataset id (see `datasets list`), a STAC URL/path, or a Parquet table")
+    build.add_argument(
+        "source", help="a dataset id (see `datasets list`), a STAC URL/path, or a Parquet table"
+    )
     build.add_argument("--out", required=True, help="folder to write the GeoParquet collection to")
     build.add_argument("--kind", choices=["dataset", "stac", "table"], help="how to read SOURCE (guessed)")
     build.add_argument("--bands", help="comma-separated band codes to keep")
@@ -198,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--max-items", type=int, help="stop a STAC search after this many items")
     build.add_argument("--href-column", help="tables: column of asset URLs")
     build.add_argument("--band-index-map", help='tables: JSON {"band": sample index} for multi-band files')
-    build.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="options for the assets")
+    build.add_argument(
+        "--storage-option", action="append", metavar="KEY=VALUE", help="options for the assets"
+    )
     build.add_argument("--out-option", action="append", metavar="KEY=VALUE", help="options for --out")
     build.add_argument("--scheduler", help="address of a Dask scheduler (default: local threads)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing collection at --out")

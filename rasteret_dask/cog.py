@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,17 +23,32 @@ from .errors import MalformedTiffError, PlanError, TruncatedTiffError
 from .geo.windows import PixelWindow, tile_overlap, tiles_touched
 from .io.config import FileIdentity, IOConfig
 from .io.loop import run_sync
-from .io.reader import read_prefix_async, read_ranges_async
-from .tiff.decode import decode_tile, fill_tile
+from .io.reader import RangeRequest, read_many_async, read_prefix_async, read_ranges_async
+from .tiff.decode import decode_tile, fill_scalar
 from .tiff.header import NeedBytes, parse_header
 from .tiff.ifd import FileBytes
-from .tiff.model import ImageLevel, TiffHeader
+from .tiff.model import TiffHeader, TileCodec
 
 # The first GET: enough for every IFD of a GDAL COG and, for files up to some hundreds of MB, their
 # tile-offset arrays too.
 HEADER_PREFIX_BYTES = 64 * 1024
 # Odd files (IFDs scattered through the file) may need several more requests; never loop for ever.
 MAX_HEADER_REQUESTS = 32
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """The process's tile-decoding threads (one per core; made again in a forked child)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="rasteret-decode")
+            _pool_pid = os.getpid()
+        return _pool
 
 
 @dataclass(frozen=True)
@@ -127,57 +147,202 @@ class CogHeader:
                 f"level {level} does not exist: this file has levels 0..{len(self.tiff.levels) - 1}"
             )
         lvl = self.tiff.levels[level]
-        win = PixelWindow.from_slices(window, lvl.width, lvl.height)
-        tiles = _tiles_for_window(lvl, win)
-        ranges = [_byte_range(lvl, index, self.tiff.file_size) for *_, index in tiles]
-        fetch = [r for r in ranges if r is not None]
-        bodies = iter(
-            await read_ranges_async(
-                self.url, fetch, storage_options=self.storage_options, expect=self.identity, config=config
-            )
-            if fetch
-            else []
+        plan = plan_window_read(
+            self.url, self.tiff, PixelWindow.from_slices(window, lvl.width, lvl.height), level=level
         )
-        out = np.empty((self.count, win.height, win.width), dtype=self.dtype)
-        fill = 0 if self.nodata is None else self.nodata
-        for (plane, tile_row, tile_col, _), byte_range in zip(tiles, ranges, strict=True):
-            rows = None if lvl.tiled else min(lvl.tile_height, lvl.height - tile_row * lvl.tile_height)
-            if byte_range is None:
-                pixels = fill_tile(lvl.codec, fill, rows)
-            else:
-                pixels = decode_tile(next(bodies), lvl.codec, rows)
-            in_tile_r, in_tile_c, in_out_r, in_out_c = tile_overlap(
-                win, tile_row, tile_col, lvl.tile_height, lvl.tile_width
-            )
-            block = pixels[in_tile_r, in_tile_c, :]
-            if lvl.planes > 1:
-                out[plane, in_out_r, in_out_c] = block[:, :, 0]
-            else:
-                out[:, in_out_r, in_out_c] = np.moveaxis(block, 2, 0)
-        return out
+        (pixels,) = await read_windows_async([plan], storage_options=self.storage_options, config=config)
+        return pixels
 
 
-def _tiles_for_window(level: ImageLevel, win: PixelWindow) -> list[tuple[int, int, int, int]]:
-    """(plane, tile_row, tile_col, tile index) of every tile the window needs, planes outermost."""
-    rows, cols = tiles_touched(win, level.tile_height, level.tile_width)
-    return [
-        (plane, r, c, level.tile_index(r, c, plane))
-        for plane in range(level.planes)
-        for r in rows
-        for c in cols
-    ]
+@dataclass(frozen=True)
+class TileRef:
+    """One stored tile: its place in the level's tile grid and its bytes in the file (count 0: sparse)."""
+
+    index: int
+    plane: int
+    tile_row: int
+    tile_col: int
+    offset: int
+    count: int
+
+    @property
+    def sparse(self) -> bool:
+        return self.offset == 0 or self.count == 0
 
 
-def _byte_range(level: ImageLevel, index: int, file_size: int | None) -> tuple[int, int] | None:
-    """The stored bytes of a tile, or None for a sparse tile (offset or byte count 0)."""
-    offset, count = int(level.tile_offsets[index]), int(level.tile_byte_counts[index])
-    if offset == 0 or count == 0:
-        return None
-    if file_size is not None and offset + count > file_size:
+@dataclass(frozen=True)
+class WindowRead:
+    """A plan to read ``window`` of one resolution level of one file: a small picklable value.
+
+    It holds only the tiles the window touches (not the file's whole tile table). ``samples`` are the
+    file's 0-based samples (bands) to return, in output order (a ``range`` when they are consecutive, so
+    a file of thousands of bands plans small). In planar-separate files (``planar``) sample ``s`` lives
+    in tile plane ``s - plane_base``; otherwise every sample is interleaved in plane 0. ``fill`` is what
+    sparse tiles read as (nodata, else 0), as GDAL reads them. ``level_height`` sizes the last strip.
+    """
+
+    url: str
+    codec: TileCodec
+    window: PixelWindow
+    samples: Sequence[int]
+    planar: bool
+    plane_base: int
+    tiles: tuple[TileRef, ...]
+    fill: float
+    level_height: int
+    tiled: bool
+    identity: FileIdentity
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.samples), self.window.height, self.window.width)
+
+    def stored_rows(self, tile: TileRef) -> int | None:
+        """Rows in a tile's buffer: None (a full tile) for tiles, the real count for the last strip."""
+        if self.tiled:
+            return None
+        return min(self.codec.tile_height, self.level_height - tile.tile_row * self.codec.tile_height)
+
+
+def _compact(samples: Sequence[int]) -> Sequence[int]:
+    """``samples`` as a range when they are consecutive and ascending, else as a tuple."""
+    if isinstance(samples, range):
+        return samples
+    samples = tuple(int(s) for s in samples)
+    if samples and samples == tuple(range(samples[0], samples[0] + len(samples))):
+        return range(samples[0], samples[0] + len(samples))
+    return samples
+
+
+def plan_window_read(
+    url: str,
+    header: TiffHeader,
+    window: PixelWindow,
+    *,
+    samples: Sequence[int] | None = None,
+    level: int = 0,
+) -> WindowRead:
+    """Plan reading ``window`` (pixels of ``level``) of the file ``url`` whose header is ``header``.
+
+    Pure: no request is sent. ``samples`` are the 0-based samples (bands) to return, all by default.
+    """
+    if not 0 <= level < len(header.levels):
+        raise PlanError(f"level {level} does not exist: {url} has levels 0..{len(header.levels) - 1}")
+    lvl = header.levels[level]
+    stored = header.stored_plane
+    if samples is None:
+        samples = range(stored, stored + 1) if stored is not None else range(header.samples_per_pixel)
+    samples = _compact(samples)
+    planar = header.planar_configuration == 2
+    if planar and stored is not None and any(s != stored for s in samples):
+        raise PlanError(f"{url}: this header holds the tiles of sample {stored} only")
+    if not samples or min(samples) < 0 or max(samples) >= header.samples_per_pixel:
+        raise PlanError(f"{url} has {header.samples_per_pixel} sample(s); asked for {list(samples)[:8]}")
+    plane_base = stored if (planar and stored is not None) else 0
+    planes = sorted({s - plane_base for s in samples}) if planar else [0]
+    rows, cols = tiles_touched(window, lvl.tile_height, lvl.tile_width)
+    refs = []
+    for plane in planes:
+        for r in rows:
+            for c in cols:
+                index = lvl.tile_index(r, c, plane)
+                offset, count = int(lvl.tile_offsets[index]), int(lvl.tile_byte_counts[index])
+                refs.append(TileRef(index, plane, r, c, offset, count))
+    return WindowRead(
+        url=url,
+        codec=lvl.codec,
+        window=window,
+        samples=samples,
+        planar=planar,
+        plane_base=plane_base,
+        tiles=tuple(refs),
+        fill=0.0 if header.nodata is None else header.nodata,
+        level_height=lvl.height,
+        tiled=lvl.tiled,
+        identity=FileIdentity(header.file_size, header.etag, header.last_modified),
+    )
+
+
+def _checked_range(read: WindowRead, tile: TileRef) -> tuple[int, int]:
+    size = read.identity.size
+    if size is not None and tile.offset + tile.count > size:
         raise TruncatedTiffError(
-            f"tile {index} at byte {offset} ({count} bytes) runs past the end of the file ({file_size})"
+            f"{read.url}: tile {tile.index} at byte {tile.offset} ({tile.count} bytes) runs past the end"
+            f" of the file ({size})"
         )
-    return offset, offset + count
+    return tile.offset, tile.offset + tile.count
+
+
+async def read_windows_async(
+    reads: Sequence[WindowRead], *, storage_options: dict | None = None, config: IOConfig | None = None
+) -> list[np.ndarray]:
+    """Execute window reads: each distinct tile is fetched and decoded once, however many reads share it.
+
+    Ranges of one file are merged (``IOConfig``), files are fetched concurrently, and tiles are decoded
+    in a thread pool (the codecs release the GIL). Returns one ``(bands, rows, cols)`` array per read,
+    in the native dtype.
+    """
+    wanted: dict[str, dict[tuple[int, int], None]] = {}
+    identities: dict[str, FileIdentity] = {}
+    for read in reads:
+        identities.setdefault(read.url, read.identity)
+        ranges = wanted.setdefault(read.url, {})
+        for tile in read.tiles:
+            if not tile.sparse:
+                ranges[_checked_range(read, tile)] = None
+    requests = [RangeRequest(url, tuple(ranges), identities[url]) for url, ranges in wanted.items() if ranges]
+    bodies = (
+        await read_many_async(requests, storage_options=storage_options, config=config) if requests else []
+    )
+    fetched = {
+        (request.url, byte_range): body
+        for request, per_file in zip(requests, bodies, strict=True)
+        for byte_range, body in zip(request.ranges, per_file, strict=True)
+    }
+    loop = asyncio.get_running_loop()
+    pool = decode_pool()
+    decoded: dict[tuple, asyncio.Future] = {}
+    for read in reads:
+        for tile in read.tiles:
+            key = (read.url, tile.offset, tile.count, read.stored_rows(tile), read.codec)
+            if tile.sparse or key in decoded:
+                continue
+            body = fetched[(read.url, (tile.offset, tile.offset + tile.count))]
+            decoded[key] = loop.run_in_executor(pool, decode_tile, body, read.codec, read.stored_rows(tile))
+    await asyncio.gather(*decoded.values())
+    return [_assemble(read, decoded) for read in reads]
+
+
+def _assemble(read: WindowRead, decoded: dict) -> np.ndarray:
+    out = np.empty(read.shape, dtype=np.dtype(read.codec.dtype))
+    win, codec = read.window, read.codec
+    if read.planar:
+        position = {s: i for i, s in enumerate(read.samples)}
+    else:  # one plane: pick the samples out of each decoded tile, all at once
+        chosen = slice(None) if read.samples == range(codec.samples) else np.asarray(read.samples)
+    for tile in read.tiles:
+        in_r, in_c, out_r, out_c = tile_overlap(
+            win, tile.tile_row, tile.tile_col, codec.tile_height, codec.tile_width
+        )
+        bands = position[tile.plane + read.plane_base] if read.planar else slice(None)
+        if tile.sparse:  # filled in place: a sparse tile of many samples must never be allocated whole
+            out[bands, out_r, out_c] = fill_scalar(codec, read.fill)
+            continue
+        block = decoded[(read.url, tile.offset, tile.count, read.stored_rows(tile), codec)].result()[
+            in_r, in_c
+        ]
+        if read.planar:
+            out[bands, out_r, out_c] = block[:, :, 0]
+        else:
+            out[:, out_r, out_c] = np.moveaxis(block[:, :, chosen], 2, 0)
+    return out
+
+
+def read_windows(
+    reads: Sequence[WindowRead], *, storage_options: dict | None = None, config: IOConfig | None = None
+) -> list[np.ndarray]:
+    """Synchronous :func:`read_windows_async`, for any thread (Dask tasks included)."""
+    return run_sync(read_windows_async(reads, storage_options=storage_options, config=config))
 
 
 async def read_cog_header_async(

@@ -20,6 +20,10 @@ Guarantees, for every protocol (local, memory, HTTP(S), S3, GCS):
   ``expect``, the answers of one call must still agree with each other.
 
 URLs in error messages have user:password and secret-looking query values removed.
+
+Storage options may name a signer (:mod:`rasteret_dask.io.signing`): each attempt of each request then
+asks it for the URL to use just before sending, so short-lived tokens are fresh for every GET and only
+the unsigned URL appears in errors.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from . import stats
 from .config import FileIdentity, IOConfig
 from .loop import run_sync
 from .ranges import Buffer, coalesce, split
+from .signing import Signer, get_signer
 from .stores import Location, StoreError, get_store, host_semaphore, locate, safe_url
 
 DEFAULT_CONFIG = IOConfig()
@@ -98,8 +103,12 @@ async def _fetch(
     config: IOConfig,
     *,
     to_eof: bool = False,
+    signer: Signer | None = None,
 ) -> tuple[bytes, FileIdentity]:
-    """One range with retries. ``to_eof``: a body cut short by the end of the file is fine."""
+    """One range with retries. ``to_eof``: a body cut short by the end of the file is fine.
+
+    With a ``signer``, every attempt signs the URL afresh (a failure to sign is retried like a GET).
+    """
     sem = host_semaphore(where.host, config.concurrency_for(where.protocol))
     deadline = time.monotonic() + config.total_timeout
     attempt = 0
@@ -108,12 +117,13 @@ async def _fetch(
         attempt += 1
         retry_after, clipped, deadline_hit = None, False, False
         try:
+            path = where.path if signer is None else await signer.sign(where.path)
             async with sem:
                 stats.add(requests=1)
                 remaining = deadline - time.monotonic()
                 clipped = remaining < config.request_timeout
                 async with asyncio.timeout(max(0.0, min(config.request_timeout, remaining))):
-                    body, identity = await store.get_range(where.path, start, stop, seen.expect)
+                    body, identity = await store.get_range(path, start, stop, seen.expect)
             seen.check(identity)
             wanted = stop - start if identity.size is None else max(0, min(stop, identity.size) - start)
             if len(body) < wanted:
@@ -211,12 +221,13 @@ async def read_ranges_async(
     where = locate(url)
     merged = coalesce(ranges, config.max_gap, config.max_merged_size)
     store = await get_store(where.protocol, storage_options)
+    signer = await get_signer(storage_options)
     seen = _Consistency(url, expect)
 
     async def body(m):
         if m.length == 0:
             return b""
-        return (await _fetch(store, where, url, m.start, m.stop, seen, config))[0]
+        return (await _fetch(store, where, url, m.start, m.stop, seen, config, signer=signer))[0]
 
     return split(merged, await _gather(body(m) for m in merged))
 
@@ -248,7 +259,9 @@ async def read_prefix_async(
     config = config or DEFAULT_CONFIG
     where = locate(url)
     store = await get_store(where.protocol, storage_options)
-    body, identity = await _fetch(store, where, url, 0, length, _Consistency(url, None), config, to_eof=True)
+    signer = await get_signer(storage_options)
+    seen = _Consistency(url, None)
+    body, identity = await _fetch(store, where, url, 0, length, seen, config, to_eof=True, signer=signer)
     if identity.size is None and len(body) < length:  # a short body ends the file
         identity = FileIdentity(len(body), identity.etag, identity.last_modified)
     return body, identity
@@ -268,12 +281,14 @@ async def read_info_async(
     config = config or DEFAULT_CONFIG
     where = locate(url)
     store = await get_store(where.protocol, storage_options)
+    signer = await get_signer(storage_options)
     sem = host_semaphore(where.host, config.concurrency_for(where.protocol))
     try:
+        path = where.path if signer is None else await signer.sign(where.path)
         async with sem:
             stats.add(requests=1)
             async with asyncio.timeout(config.request_timeout):
-                return await store.info(where.path)
+                return await store.info(path)
     except StoreError as exc:
         stats.add(failures=1)
         raise RangeRequestError(safe_url(url), 0, 1, exc.status, exc.reason) from None

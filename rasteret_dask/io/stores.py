@@ -27,6 +27,8 @@ Protocols and their storage options:
   its ``_call_s3("get_object", ...)``.
 - ``gs://``, ``gcs://``: gcsfs ``GCSFileSystem(**options)`` (``token``, ``project``, ``endpoint_url``,
   ``requester_pays``, ...); its aiohttp session and auth headers, our ranged GET of the media URL.
+- any protocol: ``signer`` and ``signer_options`` configure URL signing at read time
+  (:mod:`rasteret_dask.io.signing`); they are removed before an adapter sees the options.
 """
 
 from __future__ import annotations
@@ -551,9 +553,16 @@ async def _create(protocol: str, options: dict):
     raise ValueError(f"no storage adapter for protocol {protocol!r}")
 
 
+# Storage-options keys that configure URL signing (rasteret_dask.io.signing), never an adapter.
+SIGNING_KEYS = ("signer", "signer_options")
+
+
 async def get_store(protocol: str, storage_options: dict | None = None):
-    """The adapter for ``protocol`` and ``storage_options``, created once per event loop."""
-    options = dict(storage_options or {})
+    """The adapter for ``protocol`` and ``storage_options``, created once per event loop.
+
+    The signing keys (``SIGNING_KEYS``) are not the adapter's: they are dropped here.
+    """
+    options = {k: v for k, v in (storage_options or {}).items() if k not in SIGNING_KEYS}
     if protocol in ("file", "memory"):
         options = {}
     elif protocol in ("http", "https"):

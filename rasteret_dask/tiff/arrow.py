@@ -76,8 +76,9 @@ EXTRA_FIELDS = [
     pa.field("plane", pa.int32()),
 ]
 METADATA_STRUCT = pa.struct(RASTERET_FIELDS + EXTRA_FIELDS)
-# What a reader needs at the least (Rasteret's minimum); everything else has a default.
-REQUIRED_FIELDS = ("tile_offsets", "tile_byte_counts", "tile_width", "tile_height", "dtype", "transform")
+# What a header needs at the least; everything else has a default. (Rasteret also needs ``transform``;
+# files without georeferencing have none, and only georeferenced reads ask for it.)
+REQUIRED_FIELDS = ("tile_offsets", "tile_byte_counts", "tile_width", "tile_height", "dtype")
 
 
 def _list(values) -> list | None:
@@ -265,7 +266,7 @@ def dict_to_header(d: dict, band_index: int | None = None) -> TiffHeader:
         if 0 <= m["level"] < len(levels):
             masks[m["level"]] = _level_from_dict(m, dtype="uint8", byteorder=byteorder, samples=1, planes=1)
     geo = GeoReference(
-        transform=_transform_from_rasteret(d["transform"]),
+        transform=_transform_from_rasteret(d.get("transform")),
         crs_epsg=d.get("crs_epsg"),
         crs_wkt=d.get("crs_wkt"),
         pixel_is_point=bool(d.get("pixel_is_point")),

@@ -433,12 +433,16 @@ def fill_tile(codec: TileCodec, fill_value: float, rows: int | None = None) -> n
     numpy.ndarray
         Shape ``(rows, codec.tile_width, codec.samples)``, native byte order, writeable.
     """
+    rows = _resolve_rows(codec, rows)
+    return np.full((rows, codec.tile_width, codec.samples), fill_scalar(codec, fill_value))
+
+
+def fill_scalar(codec: TileCodec, fill_value: float) -> np.generic:
+    """``fill_value`` converted to the codec's dtype as :func:`fill_tile` converts it (a numpy scalar)."""
     spec = _spec(codec)
     if spec.mask:
-        raise UnsupportedTiffError("fill_tile on a transparency mask codec")
-    rows = _resolve_rows(codec, rows)
-    value = _convert_fill(float(fill_value), spec.dtype)
-    return np.full((rows, codec.tile_width, codec.samples), value, dtype=spec.dtype)
+        raise UnsupportedTiffError("a fill value for a transparency mask codec")
+    return spec.dtype.type(_convert_fill(float(fill_value), spec.dtype))
 
 
 def _convert_fill(value: float, dtype: np.dtype) -> object:

@@ -770,6 +770,65 @@ def _fetch_proj_parms(k: _Keys, d: _Defn) -> None:
 # GDAL's citation handling (gt_citation.cpp)
 
 
+_IMAGINE_KEYS = ("NAD = ", "Datum = ", "Ellipsoid = ", "Units = ")
+
+
+def _imagine_citation(text: str, key: int) -> str | None:
+    """GDAL's ImagineCitationTranslation: ERDAS citations rewritten as "PCS Name = x|Datum = y|..."."""
+    if not text.lower().startswith("imagine geotiff support"):
+        return None
+    n = len(text)
+
+    def at(i: int) -> str:
+        return text[i] if 0 <= i < n else "\0"
+
+    def last_char(start: int, stop: int) -> int:
+        # GDAL steps back from the character ending the value over trailing blanks, its own way.
+        if at(stop) in "\0\n ":
+            stop -= 1
+        back = stop - 1
+        while back >= 0 and at(back) in " \0\n":
+            back -= 1
+        return back if back != stop - 1 else stop
+
+    def value_end(start: int) -> int:
+        ends = [n, *(i for i in [text.find("\n", start)] if i >= 0)]
+        ends += [i for name in _IMAGINE_KEYS if (i := text.find(name, start)) >= 0]
+        return min(ends)
+
+    out = ""
+    start = text.find("$")
+    if start >= 0:
+        if (newline := text.find("\n", start)) >= 0:
+            start = newline + 1
+        stop = value_end(start)
+        prefix = ""
+        if key == PCS_CITATION:
+            prefix = "PRJ Name = " if "Projection = " in text else "PCS Name = "
+        elif key == GT_CITATION:
+            prefix = "PCS Name = "
+        elif key == GEOG_CITATION and "Unable to" not in text[start:]:
+            prefix = "GCS Name = "
+        if prefix:
+            for marker in ("Projection Name = ", "Projection = "):
+                if (i := text.find(marker)) >= 0:
+                    start = i + len(marker)
+            end = last_char(start, stop)
+            if end >= start:
+                out += f"{prefix}{text[start : end + 1]}|"
+    for name in _IMAGINE_KEYS:
+        if (i := text.find(name)) < 0:
+            continue
+        start = i + len(name)
+        stop = value_end(start)
+        if stop > start:
+            out += "LUnits = " if name == "Units = " else name
+            end = last_char(start, stop)
+            if end >= start:
+                out += f"{text[start : end + 1]}|"
+    return out or None
+
+
 def _parse_citation(text: str, key: int) -> dict[str, str] | None:
     """GDAL's CitationStringParse: the named fields of an ESRI/Erdas citation ("GCS Name = x|Datum = y")."""
     found: dict[str, str] = {}
@@ -793,10 +852,14 @@ class _ProjState:
     unit_set: bool = False
 
 
-def _set_citation(st: _ProjState, text: str, key: int, k: _Keys) -> bool:
-    """GDAL's SetCitationToSRS: take the PROJCS name and linear units from a citation."""
+def _set_citation(st: _ProjState, text: str, key: int, k: _Keys) -> tuple[bool, str]:
+    """GDAL's SetCitationToSRS: take the PROJCS name and linear units from a citation.
+
+    Returns whether a name was found, and the citation as GDAL leaves it (ERDAS ones are rewritten).
+    """
     st.unit_set = st.unit is not None and st.unit[0].lower() not in ("", "unknown")
     ok = False
+    text = _imagine_citation(text, key) or text
     names = _parse_citation(text, key)
     if names:
         if st.name is None:
@@ -816,7 +879,7 @@ def _set_citation(st: _ProjState, text: str, key: int, k: _Keys) -> bool:
         if (not st.name and "Projected Coordinates" not in text) or (st.name and "unnamed" in st.name):
             st.name = text
         ok = True
-    return ok
+    return ok, text
 
 
 def _projcs_name_and_units(k: _Keys, d: _Defn) -> _ProjState:
@@ -829,17 +892,16 @@ def _projcs_name_and_units(k: _Keys, d: _Defn) -> _ProjState:
         pcs_citation = k.ascii(PCS_CITATION)
         if pcs_citation is not None:
             try_gt = False
-            if not _set_citation(st, pcs_citation, PCS_CITATION, k):
+            found, pcs_citation = _set_citation(st, pcs_citation, PCS_CITATION, k)
+            if not found:
                 if not pcs_citation.lower().startswith("lunits = "):
                     st.name, st.unit = pcs_citation, ("unknown", 1.0, None)
                 else:
                     try_gt = True
         if try_gt:
             gt_citation = k.ascii(GT_CITATION)
-            if gt_citation is not None and not _set_citation(st, gt_citation, GT_CITATION, k):
-                st.name = gt_citation
-            else:
-                st.name = "unnamed"
+            found, gt_citation = _set_citation(st, gt_citation, GT_CITATION, k) if gt_citation else (True, "")
+            st.name = gt_citation if not found else "unnamed"
             st.unit = ("unknown", 1.0, None)
     if (gt_citation := k.ascii(GT_CITATION)) is not None:
         _set_citation(st, gt_citation, GT_CITATION, k)
@@ -880,9 +942,24 @@ def _equivalent(a: CRS, b: CRS) -> bool:
         return False
 
 
+# Braces would make pyproj take our WKT for JSON when reading it back; control characters are no use.
+_NAME_CLEANUP = {**{c: " " for c in (*range(0x20), 0x7F)}, ord("{"): "(", ord("}"): ")"}
+
+
+def _clean_names(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {
+            k: v.translate(_NAME_CLEANUP) if k == "name" and isinstance(v, str) else _clean_names(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_clean_names(v) for v in obj]
+    return obj
+
+
 def _crs_from_json(j: dict, what: str) -> CRS:
     try:
-        return CRS.from_json_dict(j)
+        return CRS.from_json_dict(_clean_names(j))
     except CRSError as exc:
         raise UnsupportedTiffError(f"{what} that PROJ cannot represent: {exc}") from None
 
@@ -1026,11 +1103,15 @@ def crs_from_geokeys(keys: Mapping[int, Any]) -> tuple[int | None, str | None]:
     Returns
     -------
     tuple
-        ``(epsg, wkt)``: ``epsg`` is set when the CRS is exactly an EPSG CRS (a ProjectedCSTypeGeoKey /
-        GeographicTypeGeoKey code taken as is, or a user-defined CRS that PROJ identifies with full
-        confidence, name included); ``wkt`` is the WKT2:2019 of the CRS whenever there is one.
-        ``(None, None)`` when the keys define no CRS (no keys, or only keys GDAL turns into an empty
-        LOCAL_CS).
+        ``(epsg, wkt)``: ``epsg`` is set when the CRS is exactly an EPSG CRS: the ProjectedCSTypeGeoKey
+        / GeographicTypeGeoKey code when no other key changes its definition, or the code PROJ
+        identifies a user-defined CRS with at full confidence (equivalent and same name). ``wkt`` is the
+        WKT2:2019 of the CRS whenever there is one (axis order as EPSG defines it: latitude first for
+        geographic CRSs). ``(None, None)`` when the keys define no CRS (no keys, or only keys GDAL turns
+        into an empty LOCAL_CS). Vertical keys give a compound (or geographic 3D) CRS only where GDAL
+        reports one: GeoTIFF 1.1 directories (KeyRevision.MinorRevision >= 1.1, read from the
+        :data:`GEOKEY_DIRECTORY_VERSION` entry) or a GeographicTypeGeoKey that a vertical code promotes
+        to its geographic 3D CRS.
 
     Raises
     ------
@@ -1040,10 +1121,14 @@ def crs_from_geokeys(keys: Mapping[int, Any]) -> tuple[int | None, str | None]:
         PE string PROJ cannot read, an unknown GTModelTypeGeoKey.
     """
     try:
-        frozen = tuple(sorted((int(key), _hashable(value)) for key, value in keys.items()))
+        frozen = tuple(sorted(((int(key), _hashable(value)) for key, value in keys.items()), key=_first_item))
     except (TypeError, ValueError) as exc:
         raise TypeError(f"GeoKeys must map int ids to values: {exc}") from None
     return _crs_cached(frozen)
+
+
+def _first_item(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 def _hashable(value: Any) -> Any:
@@ -1055,7 +1140,12 @@ def _crs_cached(frozen: tuple[tuple[int, Any], ...]) -> tuple[int | None, str | 
     crs = _build_crs(_Keys(dict(frozen)))
     if crs is None:
         return None, None
-    return _exact_epsg(crs), crs.to_wkt()
+    wkt = crs.to_wkt()
+    try:
+        CRS.from_wkt(wkt)
+    except CRSError as exc:
+        raise UnsupportedTiffError(f"a CRS whose WKT PROJ cannot read back: {exc}") from None
+    return _exact_epsg(crs), wkt
 
 
 def _exact_epsg(crs: CRS) -> int | None:
@@ -1146,6 +1236,8 @@ def _geographic(k: _Keys, d: _Defn) -> _Geog:
     gcs = _gcs_info(d.gcs) if d.gcs != _USER_DEFINED else None
     if gcs is None:
         citation = k.ascii(GEOG_CITATION)
+        if citation is not None:
+            citation = _imagine_citation(citation, GEOG_CITATION) or citation
         names = _parse_citation(citation, GEOG_CITATION) if citation is not None else None
         if names:
             geog_name, datum_name = names.get("gcs"), names.get("datum")
@@ -1386,6 +1478,11 @@ def _renamed_projected(crs: CRS) -> CRS:
     name = crs.name or ""
     if name.lower() == "wgs_1984_web_mercator":
         return CRS.from_user_input("ESRI:102113")
+    if name.lower() == "google maps global mercator":
+        # GDAL labels this EPSG:900913, a code missing from the EPSG database: keep the definition only.
+        j = _without_schema(CRS.from_epsg(3857).to_json_dict())
+        j.pop("id", None)
+        return _crs_from_json({**j, "name": name}, "a projected CRS")
     if "_" in name and (official := _official_name(name, "ProjectedCRS")) is not None:
         j = _without_schema(crs.to_json_dict())
         j["name"] = official

@@ -58,9 +58,12 @@ def georeference(
     scale, ties, matrix = _floats(pixel_scale), _floats(tiepoint), _floats(model_transformation)
     keys = {}
     if geokey_directory is not None:
-        keys = parse_geokey_directory(
-            [int(v) for v in geokey_directory], _floats(geo_double_params), geo_ascii_params
-        )
+        try:
+            keys = parse_geokey_directory(
+                [int(v) for v in geokey_directory], _floats(geo_double_params), geo_ascii_params
+            )
+        except MalformedTiffError:
+            keys = {}  # libgeotiff drops a broken directory and GDAL reads the pixels without a CRS
     epsg, wkt = crs_from_geokeys(keys) if keys else (None, None)
     point = raster_is_point(keys) if keys else False
     transform = _affine(scale, ties, matrix)

@@ -21,6 +21,9 @@ MAX_IFDS = 4096
 MAX_TAGS_PER_IFD = 4096
 # Without a known file size, no single tag value may claim more than this.
 MAX_VALUE_BYTES_UNKNOWN_SIZE = 1 << 30
+# A structure larger than the whole file is malformed, unless it is small enough that the file may simply
+# have been cut off (a truncated download): then it is truncation.
+TRUNCATION_SLACK = 1 << 24
 
 
 class MissingBytes(Exception):
@@ -79,10 +82,16 @@ class FileBytes:
         raise MissingBytes(start, stop)
 
     def check_span(self, offset: int, nbytes: int, what: str) -> None:
-        """Reject a (offset, size) pair that cannot lie inside the file, before anything is allocated."""
-        limit = self.file_size if self.file_size is not None else MAX_VALUE_BYTES_UNKNOWN_SIZE
+        """Reject a (offset, size) pair that cannot lie inside the file, before anything is allocated.
+
+        A claim beyond any plausible file is malformed; one that merely runs past this file's end is
+        truncation (a cut-off download looks exactly like that).
+        """
+        limit = (
+            MAX_VALUE_BYTES_UNKNOWN_SIZE if self.file_size is None else max(self.file_size, TRUNCATION_SLACK)
+        )
         if nbytes > limit:
-            raise MalformedTiffError(f"{what} claims {nbytes} bytes, more than the file's {limit}")
+            raise MalformedTiffError(f"{what} claims {nbytes} bytes")
         if self.file_size is not None and offset + nbytes > self.file_size:
             raise TruncatedTiffError(
                 f"{what} at byte {offset} ({nbytes} bytes) runs past the end of the file ({self.file_size})"

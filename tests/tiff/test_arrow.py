@@ -23,7 +23,7 @@ from rasteret_dask.tiff.arrow import (
     header_to_dict,
     headers_to_arrow,
 )
-from tests.tiff.matrix import FAST_SPECS, matrix_files, same_header  # noqa: F401 - matrix_files: fixture
+from tests.tiff.matrix import FAST_SPECS, matrix_files_fixture, same_header  # noqa: F401 - a fixture
 from tests.tiff.test_corpus import NAMES, UNREADABLE
 
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / ".." / "shared" / "RASTERET_SCHEMA.md"
@@ -68,7 +68,9 @@ def _roundtrip(headers, path: Path, struct: pa.StructType = METADATA_STRUCT):
 def _column(headers, struct: pa.StructType) -> pa.Array:
     """A column of a narrower struct (only ``struct``'s fields of each header's dict)."""
     names = [f.name for f in struct]
-    return pa.array([None if h is None else {n: header_to_dict(h)[n] for n in names} for h in headers], type=struct)
+    return pa.array(
+        [None if h is None else {n: header_to_dict(h)[n] for n in names} for h in headers], type=struct
+    )
 
 
 def _assert_same(ours, back, what):
@@ -152,7 +154,9 @@ def test_rasteret_style_struct_reads_the_same_pixels(matrix_files, tmp_path, old
             cog.tiff.dtype, cog.tiff.nodata is None, cog.tiff.geo.transform
         ), spec.id  # fmt: skip
         window = ((0, cog.height), (0, cog.width))
-        np.testing.assert_array_equal(CogHeader(cog.url, header).read(window=window), cog.read(), err_msg=spec.id)
+        np.testing.assert_array_equal(
+            CogHeader(cog.url, header).read(window=window), cog.read(), err_msg=spec.id
+        )
 
 
 def test_struct_without_required_fields_is_a_schema_error(matrix_files):

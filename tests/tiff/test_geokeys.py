@@ -352,6 +352,14 @@ def _d(key, index):
     return (key, 34736, 1, index)
 
 
+_IMAGINE_HEADER = (
+    "IMAGINE GeoTIFF Support\nCopyright 1991 - 2001 by ERDAS, Inc. All Rights Reserved\n"
+    "@(#)$RCSfile$ $Revision: 1.1 $ $Date: 2004 $\n"
+)
+_IMAGINE_GEOG = (
+    _IMAGINE_HEADER + "Unable to match Ellipsoid (Datum)\nEllipsoid = Clarke 1866\nDatum = NAD27 (CONUS)|"
+)
+_IMAGINE_PCS = _IMAGINE_HEADER + "UTM Zone 10N\nEllipsoid = Clarke 1866\nDatum = NAD27 (CONUS)|"
 _PE_STRING = (
     'ESRI PE String = PROJCS["Sinus",GEOGCS["GCS_WGS_1984",DATUM["D_WGS_1984",SPHEROID["WGS_1984",'
     '6378137.0,298.257223563]],PRIMEM["Greenwich",0.0],UNIT["Degree",0.0174532925199433]],'
@@ -553,6 +561,20 @@ CRAFTED = {
         ],
         [-18.9, 44.1, 18.9, 0.9995],
         None,
+    ),
+    # ERDAS Imagine citations, which GDAL rewrites before reading names from them.
+    "imagine-geog-citation": (
+        [(1024, 0, 1, 2), (2048, 0, 1, 32767), (2049, 34737, len(_IMAGINE_GEOG), 0), (2056, 0, 1, 7008)],
+        None,
+        _IMAGINE_GEOG,
+    ),
+    "imagine-pcs-citation": (
+        [
+            *((1024, 0, 1, 1), (2048, 0, 1, 4267), (3072, 0, 1, 32767), (3073, 34737, len(_IMAGINE_PCS), 0)),
+            *((3074, 0, 1, 16010), (3076, 0, 1, 9001)),
+        ],
+        None,
+        _IMAGINE_PCS,
     ),
     # A code stored with the wrong type is ignored (libgeotiff reads keys type-strictly).
     "gcs-code-as-double": ([(1024, 0, 1, 2), (2048, 34736, 1, 0)], [4326.0], None),

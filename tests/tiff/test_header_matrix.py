@@ -15,6 +15,7 @@ import pytest
 import rasterio
 import rasterio.shutil
 import tifffile
+from rasterio.windows import Window
 
 from rasteret_dask.cog import HEADER_PREFIX_BYTES, read_cog_header
 from rasteret_dask.io import stats
@@ -27,7 +28,7 @@ from tests.tiff.matrix import (
     check_header_vs_gdal,
     check_header_vs_tifffile,
     gdal_read,
-    matrix_files,  # noqa: F401 - the session fixture
+    matrix_files_fixture,  # noqa: F401 - a fixture
     parse_bytes,
     same_header,
     slow_specs,
@@ -41,7 +42,7 @@ SPECS = [pytest.param(s, id=s.id) for s in FAST_SPECS] + [
     pytest.param(s, id=s.id, marks=pytest.mark.slow) for s in slow_specs()
 ]
 
-JPEG, YCBCR = 7, 6
+JPEG, YCBCR, LERC = 7, 6, 34887
 
 
 def _sparse_pixels(level) -> np.ndarray:
@@ -113,7 +114,9 @@ def test_pixels_match_gdal_and_tifffile(spec, matrix_files):
     ycbcr_jpeg = header.codec.compression == JPEG and header.photometric == YCBCR
     with tifffile.TiffFile(path) as tf:
         for index, level in enumerate(header.levels):
-            windows = window_set(level.width, level.height, level.tile_width, level.tile_height, spec_seed(spec))
+            windows = window_set(
+                level.width, level.height, level.tile_width, level.tile_height, spec_seed(spec)
+            )
             for window in windows:
                 what = f"level {index} window {window}"
                 ours, theirs = cog.read(window=window, level=index), gdal_read(path, window, index)
@@ -126,10 +129,20 @@ def test_pixels_match_gdal_and_tifffile(spec, matrix_files):
             # float32), so sparse tiles are compared with GDAL only, above.
             ours = cog.read(level=index)
             theirs = tifffile_pixels(tf.pages[level.ifd_index])
-            sparse = _sparse_pixels(level)
-            if sparse.any():
-                sparse = np.broadcast_to(sparse, ours.shape)
-                ours, theirs = np.where(sparse, 0, ours), np.where(sparse, 0, theirs).astype(theirs.dtype)
+            skip = np.broadcast_to(_sparse_pixels(level), ours.shape)
+            if level.codec.compression == LERC and header.byteorder == ">":
+                # GDAL writes big-endian LERC blobs from byte-swapped samples, and a value whose swapped bits
+                # form a NaN ends up invalid in LERC's mask: GDAL reads its NaN fill back byte-swapped
+                # (6.9e-41) there, and we do as GDAL (compared above). tifffile reads 0.0 for them.
+                gdal = gdal_read(path, None, index)
+                disagree = gdal.view(f"u{gdal.itemsize}") != theirs.view(f"u{theirs.itemsize}")
+                assert disagree.mean() < 0.02, disagree.mean()
+                skip = skip | disagree
+            if skip.any():
+                ours, theirs = (
+                    np.where(skip, 0, ours).astype(ours.dtype),
+                    np.where(skip, 0, theirs).astype(theirs.dtype),
+                )
             assert_same_pixels(ours, theirs, f"tifffile level {index}")
 
 
@@ -158,7 +171,35 @@ def test_internal_masks_match_gdal(spec, matrix_files):
             warnings.simplefilter("ignore")
             with rasterio.open(path, **kwargs) as ds:
                 theirs = ds.read_masks(1)
-        np.testing.assert_array_equal(np.where(ours, 255, 0).astype(np.uint8), theirs, err_msg=f"level {index}")
+        np.testing.assert_array_equal(
+            np.where(ours, 255, 0).astype(np.uint8), theirs, err_msg=f"level {index}"
+        )
+
+
+def test_64bit_nodata_written_as_double(tmp_path):
+    """Known difference: a 64-bit integer nodata that rasterio wrote through GDAL's double API.
+
+    GTiff stores it as "%.18g" text ("-9.2233720368547758e+18"); GDAL 3.10 parses GDAL_NODATA of an Int64
+    band as an integer prefix and gets -9, which it reports and fills sparse tiles with. We read the number
+    the text spells. If GDAL (or rasterio's writer) changes, this test fails and the matrix rule in
+    ``Spec.invalid_reason`` can go.
+    """
+    path = tmp_path / "int64.tif"
+    profile = {"driver": "GTiff", "width": 32, "height": 32, "count": 1, "dtype": "int64", "tiled": True}
+    profile.update(blockxsize=16, blockysize=16, sparse_ok=True, nodata=-(2**63))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(np.arange(256, dtype=np.int64).reshape(1, 16, 16), window=Window(0, 0, 16, 16))
+        with tifffile.TiffFile(path) as tf:
+            text = tf.pages[0].tags[42113].value
+        with rasterio.open(path) as ds:
+            gdal_nodata = ds.nodata
+    cog = read_cog_header(str(path))
+    assert cog.nodata == float(text) == -(2.0**63)
+    assert gdal_nodata == -9.0
+    assert cog.read()[0, 20, 20] == np.iinfo(np.int64).min
+    assert gdal_read(path)[0, 20, 20] == -9
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,7 +208,16 @@ def test_internal_masks_match_gdal(spec, matrix_files):
 COUNTED = [
     Spec(dtype="uint16", block=(16, 16), mask=True, overviews=True, width=300, height=217),
     Spec(dtype="float32", codec="zstd", predictor=3, block=(256, 256), overviews=True, width=700, height=600),
-    Spec(dtype="uint8", codec="jpeg", block=(16, 16), count=3, overviews=True, bigtiff=True, width=120, height=90),
+    Spec(
+        dtype="uint8",
+        codec="jpeg",
+        block=(16, 16),
+        count=3,
+        overviews=True,
+        bigtiff=True,
+        width=120,
+        height=90,
+    ),
 ]
 
 
@@ -197,7 +247,14 @@ def big_cog(tmp_path_factory):
     """A 20000 x 20000 uint16 COG of zeros (deflate, 256-px tiles, overviews): its tile arrays pass 64 KiB."""
     directory = tmp_path_factory.mktemp("big-cog")
     source, target = directory / "zeros.tif", directory / "big_cog.tif"
-    profile = {"driver": "GTiff", "width": 20000, "height": 20000, "count": 1, "dtype": "uint16", "tiled": True}
+    profile = {
+        "driver": "GTiff",
+        "width": 20000,
+        "height": 20000,
+        "count": 1,
+        "dtype": "uint16",
+        "tiled": True,
+    }
     profile.update(blockxsize=256, blockysize=256, sparse_ok=True, crs="EPSG:32633")
     with rasterio.open(source, "w", transform=rasterio.Affine(10, 0, 500000, 0, -10, 4600000), **profile):
         pass  # every block unwritten: GDAL reads zeros
@@ -216,4 +273,6 @@ def test_big_cog_header_costs_exactly_two_requests(big_cog, range_server):
     assert cog.tiff.levels[0].tile_offsets.size == 79 * 79
     window = ((19990, 20000), (19740, 20000))
     assert_same_pixels(cog.read(window=window), gdal_read(big_cog, window), "last tiles")
-    assert_same_pixels(cog.read(level=len(cog.levels) - 1), gdal_read(big_cog, None, len(cog.levels) - 1), "ovr")
+    assert_same_pixels(
+        cog.read(level=len(cog.levels) - 1), gdal_read(big_cog, None, len(cog.levels) - 1), "ovr"
+    )
