@@ -114,17 +114,27 @@ def export(
     metadata = _file_metadata(collection, date_range)
     frame = collection.frame
     parts = [
-        dask.delayed(_write_partition)(part, fs, staging, i, metadata, row_group_size)
+        dask.delayed(_write_partition_or_error)(part, fs, staging, i, metadata, row_group_size)
         for i, part in enumerate(frame.to_delayed())
     ]
     try:
-        dask.compute(*parts)
+        # Every task finishes (a failure is returned, not raised) before anything is published or cleaned.
+        failures = [r for r in dask.compute(*parts) if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
         _publish(fs, staging, root)
     except BaseException:
         if fs.exists(staging):
             fs.rm(staging, recursive=True)
         raise
     return path
+
+
+def _write_partition_or_error(*args) -> pd.DataFrame | BaseException:
+    try:
+        return _write_partition(*args)
+    except Exception as exc:  # handed back so the export can wait for every task before cleaning up
+        return exc
 
 
 def _publish(fs: fsspec.AbstractFileSystem, staging: str, root: str) -> None:

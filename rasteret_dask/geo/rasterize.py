@@ -406,4 +406,9 @@ def _walk(x, y, x_end, y_end, width, height):
         y = y + step_y
     if not rows_out:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(rows_out), np.concatenate(cols_out)
+    rows, cols = np.concatenate(rows_out), np.concatenate(cols_out)
+    # GDAL does not check the column here: when its clipping arithmetic lets a degenerate segment run past
+    # the right edge, the pixel lands further on in its row-major buffer. Emulated while inside the buffer.
+    flat = rows * width + cols
+    flat = flat[flat < width * height]
+    return flat // width, flat % width

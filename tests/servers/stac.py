@@ -53,7 +53,7 @@ from .range_server import _parse_range
 # (EPSG, lon, lat of the first scene's top-left corner): UTM 60N just west and UTM 1N just east of 180°.
 ZONES = ((32660, 179.20, 52.30), (32601, -179.33, 52.30))
 DATES = 6
-SIZE, RESOLUTION, BLOCK = 128, 60.0, 64
+SIZE, RESOLUTION, BLOCK = 256, 60.0, 128
 SINGLE_BANDS = ("B02", "B03", "B04")
 MULTI_ASSET, MULTI_NAMES = "rgbn", ("red", "green", "blue", "nir")
 COLLECTION = "test-scenes"
