@@ -247,6 +247,20 @@ def _identify_crs(text: str) -> tuple[int | None, str]:
     return (epsg, f"EPSG:{epsg}") if epsg is not None else (None, text)
 
 
+def _projjson_text(value) -> str:
+    """PROJJSON as PROJ writes it, so that the same CRS gives the same text whatever wrote the item."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return _canonical_projjson(text)
+
+
+@lru_cache(maxsize=256)
+def _canonical_projjson(text: str) -> str:
+    try:
+        return pyproj.CRS.from_json(text).to_json()
+    except (pyproj.exceptions.CRSError, ValueError, TypeError):
+        return text
+
+
 def _crs_of(fields: Mapping) -> tuple[int | None, str | None] | None:
     """(proj:epsg, crs) from projection-extension fields of either version; None when there are none."""
     epsg = fields.get("proj:epsg")
@@ -468,14 +482,8 @@ def _column(name: str, values: list) -> pa.Array:
             return pa.array(values, type=pa.float64())
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass
-    if name == "proj:projjson":  # a CRS is one value: JSON text, not a struct of its parts
-        return pa.array(
-            [
-                None if v is None else v if isinstance(v, str) else json.dumps(v, sort_keys=True)
-                for v in values
-            ],
-            type=pa.string(),
-        )
+    if name == "proj:projjson":  # a CRS is one value: PROJ's own JSON text, not a struct of its parts
+        return pa.array([None if v is None else _projjson_text(v) for v in values], type=pa.string())
     if name in _DATETIME_PROPERTIES:
         stamps = [_parse_time(v) for v in values]
         if all((s is None) == (v is None) for s, v in zip(stamps, values, strict=True)):

@@ -59,7 +59,7 @@ class Grid:
         object.__setattr__(self, "transform", _as_transform(self.transform))
         for name in ("width", "height"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
                 raise PlanError(f"grid {name} must be an integer, got {value!r}")
             value = int(value)
             if value < 1:

@@ -375,38 +375,50 @@ def _walk(x, y, x_end, y_end, width, height):
     m = ~rising & (y_end < 0.0)
     x_end = np.where(m, x_end - (y_end - 0.0) / slope, x_end)
 
+    rising_slope = slope > 0  # slope is never 0 here, and y moves monotonically in its direction
+    # GDAL compares rows as C ints; that only differs from comparing floors when |y| nears 2**31.
+    wide = bool(len(y)) and not (np.abs(y).max() < 2.0**29 and np.abs(y_end).max() < 2.0**29)
     rows_out, cols_out = [], []
     limit = 4 * (width + height) + 64
     steps = 0
     while len(x):
-        iy = _c_int(np.floor(y))
         fy = np.floor(y)
-        live = (x >= 0.0) & (x < x_end) & ~(((slope > 0) & (fy >= H)) | ((slope < 0) & (fy < 0)))
-        if not live.all():
-            x, y, x_end, slope, iy = x[live], y[live], x_end[live], slope[live], iy[live]
+        # Done: past the end, or left the raster through the top or bottom (no pixel can burn any more).
+        dead = (x >= x_end) | np.where(rising_slope, fy >= H, fy < 0.0)
+        if dead.any():
+            keep = ~dead
+            x, y, x_end, slope, rising_slope, fy = (
+                x[keep], y[keep], x_end[keep], slope[keep], rising_slope[keep], fy[keep]
+            )
             if not len(x):
                 break
         steps += 1
         if steps > limit:
             raise PlanError("all-touched rasterization did not converge (degenerate segment)")
-        inside = (iy >= 0) & (iy < height)
-        rows_out.append(iy[inside])
-        cols_out.append(_c_int(np.floor(x[inside])))
+        inside = (fy >= 0.0) & (fy < H)
+        rows_out.append(fy[inside])
+        cols_out.append(np.floor(x[inside]))
 
         step_x = np.floor(x + 1.0) - x
         step_y = step_x * slope
-        same_row = _c_int(np.floor(y + step_y)) == iy
-        down = ~same_row & (slope < 0)
-        up = ~same_row & ~(slope < 0)
-        fiy = iy.astype(np.float64)
-        step_y = np.where(down, np.minimum(fiy - y, -_MIN_STEP), step_y)
-        step_y = np.where(up, np.maximum((fiy + 1.0) - y, _MIN_STEP), step_y)
-        step_x = np.where(same_row, step_x, step_y / slope)
+        next_fy = np.floor(y + step_y)
+        if wide:
+            row, next_row = _c_int(fy).astype(np.float64), _c_int(next_fy).astype(np.float64)
+        else:
+            row, next_row = fy, next_fy
+        cross = next_row != row
+        if cross.any():
+            # Only step across the next row boundary (by at least 1e-9).
+            across = np.where(
+                rising_slope, np.maximum((row + 1.0) - y, _MIN_STEP), np.minimum(row - y, -_MIN_STEP)
+            )
+            step_y = np.where(cross, across, step_y)
+            step_x = np.where(cross, step_y / slope, step_x)
         x = x + step_x
         y = y + step_y
     if not rows_out:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    rows, cols = np.concatenate(rows_out), np.concatenate(cols_out)
+    rows, cols = _c_int(np.concatenate(rows_out)), _c_int(np.concatenate(cols_out))
     # GDAL does not check the column here: when its clipping arithmetic lets a degenerate segment run past
     # the right edge, the pixel lands further on in its row-major buffer. Emulated while inside the buffer.
     flat = rows * width + cols

@@ -141,7 +141,7 @@ def test_pagination_is_followed_and_counted_at_the_server(stac_world, rustac_ser
 
 FILTERS = {
     "zone-1-dates": {"bbox": (-179.40, 52.0, -179.0, 52.6), "date_range": ("2024-03-04", "2024-03-10")},
-    "antimeridian": {"bbox": (179.25, 52.17, -179.28, 52.40)},
+    "antimeridian": {"bbox": (179.5, 52.0, -179.3, 52.5)},
     "query": {"query": {"eo:cloud_cover": {"lt": 30}, "platform": {"eq": "sentinel-2b"}}},
     "times": {"date_range": ("2024-03-07T10:30:30", "2024-03-16T10:31:00")},
 }

@@ -100,7 +100,7 @@ def write_scenes(root: Path) -> list[Scene]:
         for d in range(DATES):
             index = z * DATES + d
             scene_id = f"S{z}_{d:02d}"
-            transform = from_origin(round(x0) + 240 * d, round(y0) - 180 * d, RESOLUTION, RESOLUTION)
+            transform = from_origin(round(x0) + 3000 * d, round(y0) - 1000 * d, RESOLUTION, RESOLUTION)
             files = {}
             for b, band in enumerate(SINGLE_BANDS):
                 name = f"scenes/{scene_id}_{band}.tif"

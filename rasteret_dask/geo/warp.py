@@ -1,0 +1,1004 @@
+"""Resampling kernels for target-grid reads: GDAL's warper, as ``rasterio.warp.reproject`` runs it, in numpy.
+
+The oracle is GDAL 3.10 (the GDAL of the rasterio 1.4 wheels) with the options rasterio sets: source nodata
+unified over bands (``UNIFIED_SRC_NODATA=YES``), destination initialised to its nodata (``INIT_DEST``), one
+warp chunk for the whole target. The rules below were learnt from GDAL's ``alg/gdalwarpkernel.cpp``,
+``alg/gdalwarpoperation.cpp`` and ``apps/gdalwarp_lib.cpp`` (read, not copied) and are checked pixel by pixel
+against rasterio in ``tests/geo/test_warp.py``.
+
+Coordinates
+    Every target pixel *centre* ``(i + 0.5, j + 0.5)`` goes through the target transform, pyproj
+    (``always_xy``) and the inverse source transform to fractional source ``(col, row)``
+    (:func:`source_coordinates`). Area methods use the target pixel *corners* instead. GDAL's
+    approximate transformer (rasterio's ``tolerance=0.125``) is not imitated: coordinates are exact, as
+    rasterio gives with ``tolerance=0``.
+
+Nodata never bleeds
+    A source pixel is valid when ``source_valid`` says so and it is not the nodata value. A target pixel
+    whose centre falls on an invalid source pixel, or outside the source, is invalid (nearest, bilinear,
+    cubic). Bilinear weights are renormalised over the valid pixels of the 2 x 2 neighbourhood; cubic
+    falls back to that bilinear when any of its 4 x 4 pixels is invalid or off the source (GDAL's rule);
+    when downsampling, bilinear and cubic widen into GDAL's scaled filters, renormalised over valid
+    pixels. Average, mode, min and max use only valid source pixels in the target pixel's footprint. An
+    invalid target pixel holds ``fill_value``.
+
+Source windows
+    ``cols`` and ``rows`` are relative to the array handed in, which may be a window of the raster. Pixels
+    outside that array count as outside the raster, as GDAL treats its chunk's source window, so a window
+    must cover what :func:`required_window` says (clipped only by the raster's own edges).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from ..errors import PlanError
+from .grid import Grid
+
+__all__ = [
+    "METHODS",
+    "choose_overview",
+    "is_pixel_translation",
+    "kernel_scale",
+    "nodata_valid",
+    "overview_target_resolution",
+    "required_window",
+    "resample",
+    "source_coordinates",
+    "transformer",
+    "warp",
+]
+
+METHODS = ("nearest", "bilinear", "cubic", "average", "mode", "min", "max")
+_AREA_METHODS = frozenset({"average", "mode", "min", "max"})
+# GDAL's anGWKFilterRadius: half-width, in source pixels, of each kernel at scale 1.
+_FILTER_RADIUS = {"nearest": 0, "bilinear": 1, "cubic": 2, "average": 0, "mode": 0, "min": 0, "max": 0}
+
+# GDAL nudges coordinates by this much before taking the source pixel (GWKCheckAndComputeSrcOffsets), so a
+# centre a hair's breadth left of a pixel edge lands in the pixel to the right.
+_EDGE_EPS = 1e-10
+# Bilinear gives up below this total weight of valid pixels (GWKBilinearResample4Sample); the scaled
+# filters below _FILTER_MIN_WEIGHT and skip renormalising within _UNIT_WEIGHT_TOL of 1 (GWKResample).
+_BILINEAR_MIN_WEIGHT = 0.00001
+_FILTER_MIN_WEIGHT = 0.000001
+_UNIT_WEIGHT_TOL = 0.00001
+# Bilinear and cubic use the 2 x 2 / 4 x 4 formulas unless the scale is below this (PerformWarp).
+_FOUR_SAMPLE_SCALE = 0.95
+# Target pixels per area-method work unit, times the footprint size: bounds memory for mode.
+_MODE_BLOCK = 1 << 22
+# Coordinates are clipped to +-this before integer casts (far outside any raster a TIFF can describe).
+_FAR = float(1 << 40)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Coordinates
+
+
+def _crs_key(crs) -> str:
+    if isinstance(crs, str):
+        return crs
+    if isinstance(crs, CRS):
+        return crs.to_wkt()
+    raise PlanError(f"a CRS must be given as 'EPSG:n' or WKT text, got {crs!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_transformer(src: str, dst: str) -> Transformer | None:
+    try:
+        src_crs, dst_crs = CRS.from_user_input(src), CRS.from_user_input(dst)
+    except CRSError as exc:
+        raise PlanError(f"unknown CRS: {exc}") from None
+    if src_crs == dst_crs:
+        return None
+    return Transformer.from_crs(src_crs, dst_crs, always_xy=True)
+
+
+def transformer(src_crs: str, dst_crs: str) -> Transformer | None:
+    """The pyproj ``Transformer`` from ``src_crs`` to ``dst_crs`` (x/y order), or None when they are equal.
+
+    Cached per (src, dst) pair in each process; pyproj transformers are safe to share between threads.
+    """
+    return _cached_transformer(_crs_key(src_crs), _crs_key(dst_crs))
+
+
+def _gdal_geotransform(transform) -> tuple[float, float, float, float, float, float]:
+    a, b, c, d, e, f = (float(v) for v in tuple(transform)[:6])
+    return (c, a, b, f, d, e)
+
+
+def _invert_geotransform(gt: tuple[float, ...]) -> tuple[float, ...]:
+    """Inverse of a GDAL-order geotransform, with GDAL's exact special case for north-up grids."""
+    if gt[2] == 0.0 and gt[4] == 0.0 and gt[1] != 0.0 and gt[5] != 0.0:
+        return (-gt[0] / gt[1], 1.0 / gt[1], 0.0, -gt[3] / gt[5], 0.0, 1.0 / gt[5])
+    det = gt[1] * gt[5] - gt[2] * gt[4]
+    magnitude = max(abs(gt[1]), abs(gt[2]), abs(gt[4]), abs(gt[5]))
+    if abs(det) <= 1e-10 * magnitude * magnitude:
+        raise PlanError(f"the source transform {gt!r} cannot be inverted")
+    inv = 1.0 / det
+    return (
+        (gt[2] * gt[3] - gt[0] * gt[5]) * inv,
+        gt[5] * inv,
+        -gt[2] * inv,
+        (-gt[1] * gt[3] + gt[0] * gt[4]) * inv,
+        -gt[4] * inv,
+        gt[1] * inv,
+    )
+
+
+def _pixels_to_source(
+    px: np.ndarray, py: np.ndarray, target: Grid, source_crs, source_transform
+) -> tuple[np.ndarray, np.ndarray]:
+    """Target pixel coordinates -> source pixel coordinates, in the order of operations GDAL uses."""
+    gt = _gdal_geotransform(target.transform)
+    x = gt[0] + px * gt[1] + py * gt[2]
+    y = gt[3] + px * gt[4] + py * gt[5]
+    tr = transformer(target.crs, source_crs)
+    if tr is not None:
+        x, y = tr.transform(x, y, errcheck=False)
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    inv = _invert_geotransform(_gdal_geotransform(source_transform))
+    cols = inv[0] + x * inv[1] + y * inv[2]
+    rows = inv[3] + x * inv[4] + y * inv[5]
+    bad = ~(np.isfinite(cols) & np.isfinite(rows))
+    if bad.any():
+        cols, rows = np.where(bad, np.nan, cols), np.where(bad, np.nan, rows)
+    return cols, rows
+
+
+def source_coordinates(
+    target: Grid, source_crs: str, source_transform, *, at: str = "center"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional source ``(cols, rows)`` of every target pixel centre (or corner).
+
+    Parameters
+    ----------
+    target : Grid
+        The output grid (or one chunk of it, see :meth:`Grid.window_grid`).
+    source_crs : str
+        CRS of the source raster, ``"EPSG:n"`` or WKT.
+    source_transform : affine 6-tuple or ``affine.Affine``
+        The source raster's transform (rasterio order). Use a window's transform to get coordinates
+        relative to that window.
+    at : {"center", "corner"}
+        ``"center"``: arrays of shape ``target.shape`` for pixel centres ``(i + 0.5, j + 0.5)`` (nearest,
+        bilinear, cubic). ``"corner"``: arrays of shape ``(height + 1, width + 1)`` for pixel corners
+        ``(i, j)`` (the footprints of average, mode, min and max).
+
+    Returns
+    -------
+    cols, rows : ndarray of float64
+        Source pixel coordinates: ``(0, 0)`` is the top-left corner of the source's top-left pixel, so
+        pixel ``(r, c)`` spans ``[c, c + 1) x [r, r + 1)``. Points that fail to transform are NaN.
+    """
+    if at == "center":
+        px = np.arange(target.width, dtype=np.float64) + 0.5
+        py = np.arange(target.height, dtype=np.float64) + 0.5
+    elif at == "corner":
+        px = np.arange(target.width + 1, dtype=np.float64)
+        py = np.arange(target.height + 1, dtype=np.float64)
+    else:
+        raise PlanError(f"at must be 'center' or 'corner', got {at!r}")
+    return _pixels_to_source(px[np.newaxis, :], py[:, np.newaxis], target, source_crs, source_transform)
+
+
+def is_pixel_translation(target: Grid, source_crs: str, source_transform) -> bool:
+    """True when the target grid is the source grid shifted by whole pixels (same CRS, same pixel shape).
+
+    GDAL then copies pixels whatever the resampling method (its translation-on-pixel-boundaries
+    optimisation), and so does :func:`warp`. Offsets within 1e-6 pixel of an integer count as whole.
+    """
+    if transformer(target.crs, source_crs) is not None:
+        return False
+    sgt, dgt = _gdal_geotransform(source_transform), _gdal_geotransform(target.transform)
+    if (sgt[1], sgt[2], sgt[4], sgt[5]) != (dgt[1], dgt[2], dgt[4], dgt[5]):
+        return False
+    inv = _invert_geotransform(sgt)
+    col = inv[0] + dgt[0] * inv[1] + dgt[3] * inv[2]
+    row = inv[3] + dgt[0] * inv[4] + dgt[3] * inv[5]
+    return abs(col - round(col)) <= 1e-6 and abs(row - round(row)) <= 1e-6
+
+
+# --------------------------------------------------------------------------------------------------------
+# Kernel scale and source windows
+
+
+def _snap_scale(scale: float) -> float:
+    # A downsampling factor within 0.05 of a whole number is taken as that number (PerformWarp).
+    if scale < 1.0:
+        reciprocal = 1.0 / scale
+        whole = int(reciprocal + 0.5)
+        if abs(reciprocal - whole) < 0.05:
+            return 1.0 / whole
+    return scale
+
+
+def kernel_scale(
+    target: Grid,
+    source_crs: str,
+    source_transform,
+    source_width: int,
+    source_height: int,
+    *,
+    method: str = "bilinear",
+) -> tuple[float, float]:
+    """The ``(x, y)`` scale (target pixels per source pixel) GDAL 3.10's warper gives its kernels.
+
+    It decides whether bilinear and cubic use their 2 x 2 / 4 x 4 formulas (scale >= 0.95 on both axes)
+    or filters widened by ``1 / scale`` (downsampling), and the footprint margins of the area methods.
+    GDAL computes it once per warp chunk (``GDALWarpOperation::ComputeSourceWindow`` and
+    ``GDALWarpKernel::PerformWarp``); this reproduces that computation for a chunk equal to ``target``:
+
+    1. the target chunk's outline (21 points per edge; every edge pixel corner when a corner fails to
+       transform) goes to source pixel coordinates; their extent, rounded to integers within 1e-6, is
+       the raw source window;
+    2. the raw width is clipped to the raster (``min(width - floor(max(0, xmin)), xmax - xmin)``), and the
+       scale is ``target width / raw width`` (likewise for y);
+    3. the scale is 1 when the padded integer source window is at least as wide as the target but the raw
+       one is not; below 1, a factor within 0.05 of a whole number ``n`` becomes exactly ``1 / n``.
+
+    GDAL's special cases for grids wrapping the antimeridian (``XSCALE=FROM_GRID_SAMPLING`` when the y
+    scale is 100 times the x scale) and for points near projection singularities are not reproduced.
+    GDAL 3.13 replaced this rule; rasterio 1.4's GDAL uses it. When the target lies wholly outside the
+    source, GDAL warps nothing and this returns ``(1.0, 1.0)``.
+    """
+    _check_method(method)
+    width, height = target.width, target.height
+    transform_points = functools.partial(
+        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
+    )
+    corner_x = np.array([0.0, width, 0.0, width])
+    corner_y = np.array([0.0, 0.0, height, height])
+    cx, cy = transform_points(corner_x, corner_y)
+    if np.isfinite(cx).all() and np.isfinite(cy).all():
+        ratios, ratio, step = [], 0.0, 1.0 / 20
+        while ratio <= 1.0 + step * 0.5:  # accumulated as GDAL does, rounding included
+            ratios.append(ratio)
+            ratio += step
+        r = np.array(ratios)
+        ex = np.concatenate([r * width, r * width, np.zeros_like(r), np.full_like(r, width)])
+        ey = np.concatenate([np.zeros_like(r), np.full_like(r, height), r * height, r * height])
+    else:
+        ix, iy = np.arange(width + 1, dtype=np.float64), np.arange(1, height, dtype=np.float64)
+        ex = np.concatenate([ix, ix, np.zeros_like(iy), np.full_like(iy, width)])
+        ey = np.concatenate([np.zeros_like(ix), np.full_like(ix, height), iy, iy])
+    sx, sy = transform_points(ex, ey)
+    ok = np.isfinite(sx) & np.isfinite(sy)
+    failed = int((~ok).sum())
+    if failed > ok.size - 5:
+        return (1.0, 1.0)
+    sx, sy = sx[ok], sy[ok]
+
+    def near_int(v: float) -> float:
+        r = round(v)
+        return float(r) if abs(r - v) < 1e-6 else float(v)
+
+    xmin, xmax = near_int(float(sx.min())), near_int(float(sx.max()))
+    ymin, ymax = near_int(float(sy.min())), near_int(float(sy.max()))
+    if xmin > source_width or xmax < 0 or ymin > source_height or ymax < 0:
+        return (1.0, 1.0)
+    translation = is_pixel_translation(target, source_crs, source_transform)
+    radius = 0 if translation else _FILTER_RADIUS[method]
+
+    def axis(lo: float, hi: float, n_dst: int, n_src: int) -> float:
+        window_scale = max(1e-3, n_dst / (hi - lo)) if hi > lo else 1e3
+        pad = math.ceil(radius / window_scale) if window_scale < _FOUR_SAMPLE_SCALE else radius
+        if failed:
+            pad += 10
+        lo_c = int(max(0.0, lo))
+        hi_c = int(min(math.ceil(hi), float(n_src)))
+        raw = max(0.0, min(float(n_src - lo_c), hi - lo))
+        if hi_c - lo_c > 0.9 * n_src:
+            size = n_src
+        else:
+            off = max(0, min(lo_c - pad, n_src))
+            size = max(0, min(n_src - off, hi_c - off + pad))
+        extra = size - raw
+        if size <= 0 or raw <= 0:
+            return 1.0
+        scale = n_dst / (size - extra)
+        if n_dst <= size <= n_dst + extra:
+            scale = 1.0
+        return _snap_scale(scale)
+
+    return (axis(xmin, xmax, width, source_width), axis(ymin, ymax, height, source_height))
+
+
+def _estimate_scale(cols: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
+    """A kernel scale from the centres alone: target pixels over the source extent they span."""
+    h, w = cols.shape if cols.ndim == 2 else (1, cols.size)
+
+    def one(coords: np.ndarray, n: int) -> float:
+        finite = coords[np.isfinite(coords)]
+        if n < 2 or finite.size < 2:
+            return 1.0
+        span = float(finite.max() - finite.min()) * n / (n - 1)
+        return _snap_scale(max(1e-3, n / span)) if span > 0 else 1.0
+
+    return (one(cols, w), one(rows, h))
+
+
+def _radius(method: str, scale: float) -> int:
+    filt = _FILTER_RADIUS[method]
+    return math.ceil(filt / scale) if scale < 1.0 else filt
+
+
+def required_window(
+    cols: np.ndarray,
+    rows: np.ndarray,
+    *,
+    method: str,
+    width: int,
+    height: int,
+    scale: tuple[float, float] | None = None,
+) -> tuple[int, int, int, int] | None:
+    """The source window ``(row_off, col_off, height, width)`` a resample needs, clipped to the raster.
+
+    ``cols``/``rows`` are source coordinates of target pixel centres (nearest, bilinear, cubic) or, for
+    the area methods, of target pixel corners, both relative to the whole ``width`` x ``height`` raster.
+    Returns None when no source pixel is needed. Pass ``cols - col_off`` and ``rows - row_off`` with the
+    windowed array to :func:`resample`.
+    """
+    _check_method(method)
+    ok = np.isfinite(cols) & np.isfinite(rows)
+    if not ok.any():
+        return None
+    c, r = np.asarray(cols)[ok], np.asarray(rows)[ok]
+    if method in _AREA_METHODS:
+        c0, c1 = math.floor(c.min() + _EDGE_EPS), math.ceil(c.max() - _EDGE_EPS) + 1
+        r0, r1 = math.floor(r.min() + _EDGE_EPS), math.ceil(r.max() - _EDGE_EPS) + 1
+    else:
+        xs, ys = scale if scale is not None else _estimate_scale(np.asarray(cols), np.asarray(rows))
+        rx, ry = _radius(method, xs), _radius(method, ys)
+        c0, c1 = math.floor(c.min() - 0.5) - rx, math.floor(c.max() + _EDGE_EPS) + rx + 2
+        r0, r1 = math.floor(r.min() - 0.5) - ry, math.floor(r.max() + _EDGE_EPS) + ry + 2
+    c0, c1 = max(c0, 0), min(c1, int(width))
+    r0, r1 = max(r0, 0), min(r1, int(height))
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return (r0, c0, r1 - r0, c1 - c0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validity and output values
+
+
+def nodata_valid(source: np.ndarray, nodata) -> np.ndarray:
+    """Where ``source`` is not ``nodata``, by GDAL's warper rule (``GDALWarpNoDataMasker``).
+
+    Integer data: equal to ``floor(nodata + 1e-6)`` is nodata (a nodata outside the type's range marks
+    nothing). Float data: a NaN nodata marks NaNs; otherwise values within 2 float32 ulps (relative) of
+    the nodata are nodata, computed in the data's precision.
+    """
+    a = np.asarray(source)
+    if nodata is None:
+        return np.ones(a.shape, dtype=bool)
+    nd = float(nodata)
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        if math.isnan(nd) or nd < info.min or nd > info.max + 0.000001:
+            return np.ones(a.shape, dtype=bool)
+        return a != np.array(math.floor(nd + 0.000001)).astype(a.dtype)
+    if a.dtype.kind == "f":
+        if math.isnan(nd):
+            return ~np.isnan(a)
+        ft = a.dtype.type
+        ndv = ft(nd)
+        eps = np.float32(np.finfo(np.float32).eps)
+        with np.errstate(over="ignore", invalid="ignore"):
+            close = (a == ndv) | (np.abs(a - ndv) < ft(eps) * np.abs(a + ndv) * ft(2))
+        return ~close
+    raise PlanError(f"cannot resample arrays of dtype {a.dtype}")
+
+
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float64 results -> ``dtype`` as GDAL stores them: clamp, then round half up (floor(v + 0.5))."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        lo, hi = float(info.min), float(info.max)
+        v = np.where(np.isnan(values), 0.0, values)
+        rounded = np.floor(v + 0.5)
+        out = np.where(v < lo, lo, np.where(v > hi, hi, rounded))
+        # float(info.max) rounds up for 64-bit types; clip in the integer domain after the cast.
+        with np.errstate(invalid="ignore"):
+            res = out.astype(dtype)
+        if dtype.itemsize == 8:
+            res = np.where(v > hi, info.max, np.where(v < lo, info.min, res)).astype(dtype)
+        return res
+    return values.astype(dtype)
+
+
+def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata) -> None:
+    """Move valid values that equal the destination nodata one step away from it (GDAL's AvoidNoData)."""
+    if dst_nodata is None or math.isnan(float(dst_nodata)):
+        return
+    dtype = out.dtype
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not info.min <= float(dst_nodata) <= info.max:
+            return
+        hit = valid & (out == np.array(dst_nodata).astype(dtype))
+        if hit.any():
+            replacement = info.min + 1 if int(dst_nodata) == info.min else int(dst_nodata) - 1
+            out[hit] = replacement
+    else:
+        ft = dtype.type
+        hit = valid & (out.astype(np.float64) == float(dst_nodata))
+        if hit.any():
+            value = ft(dst_nodata)
+            big = np.finfo(dtype).max
+            out[hit] = np.nextafter(value, ft(0)) if value == big else np.nextafter(value, ft(big))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Kernels. Each takes the (bands, h, w) source, a (1 or bands, h, w) validity mask and flat coordinates,
+# and returns (float64 or native values of shape (bands, n), validity of shape (bands, n)).
+
+
+def _centre_pixels(src_valid: np.ndarray, x: np.ndarray, y: np.ndarray):
+    """The source pixel containing each centre, and whether the target pixel may be valid at all."""
+    _, h, w = src_valid.shape
+    inside = (x >= 0) & (y >= 0) & (x + _EDGE_EPS <= w) & (y + _EDGE_EPS <= h)
+    ix = np.minimum((np.where(inside, x, 0.0) + _EDGE_EPS).astype(np.intp), w - 1)
+    iy = np.minimum((np.where(inside, y, 0.0) + _EDGE_EPS).astype(np.intp), h - 1)
+    ok = inside & src_valid[:, iy, ix]
+    return ix, iy, ok
+
+
+def _nearest(src, src_valid, x, y):
+    ix, iy, ok = _centre_pixels(src_valid, x, y)
+    return src[:, iy, ix], np.broadcast_to(ok, (src.shape[0], x.size))
+
+
+def _gather(src, src_valid, ix, iy):
+    """Values (float64) and validity at integer positions, out-of-raster positions being invalid."""
+    _, h, w = src.shape
+    inb = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
+    cx, cy = np.clip(ix, 0, w - 1), np.clip(iy, 0, h - 1)
+    ok = src_valid[:, cy, cx] & inb
+    vals = src[:, cy, cx].astype(np.float64)
+    return vals, ok
+
+
+def _bilinear4(src, src_valid, x, y):
+    """GDAL's 2 x 2 bilinear with weights renormalised over valid, in-raster neighbours."""
+    fx = np.floor(x - 0.5)
+    fy = np.floor(y - 0.5)
+    rx = 1.5 - (x - fx)
+    ry = 1.5 - (y - fy)
+    # A centre in the first half of pixel 0 weights pixel 0 alone (GDAL clamps, not extrapolates).
+    left, top = fx == -1, fy == -1
+    fx, rx = np.where(left, 0.0, fx), np.where(left, 1.0, rx)
+    fy, ry = np.where(top, 0.0, fy), np.where(top, 1.0, ry)
+    ix, iy = fx.astype(np.intp), fy.astype(np.intp)
+    acc = np.zeros((src.shape[0], x.size))
+    div = np.zeros((src_valid.shape[0], x.size))
+    for dy, dx, mult in (
+        (0, 0, rx * ry),
+        (0, 1, (1.0 - rx) * ry),
+        (1, 0, rx * (1.0 - ry)),
+        (1, 1, (1.0 - rx) * (1.0 - ry)),
+    ):
+        vals, ok = _gather(src, src_valid, ix + dx, iy + dy)
+        acc += np.where(ok, vals * mult, 0.0)
+        div += np.where(ok, mult, 0.0)
+    div = np.broadcast_to(div, acc.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(div == 1.0, acc, acc / div)
+    return out, div >= _BILINEAR_MIN_WEIGHT
+
+
+def _cubic_weights(d: np.ndarray) -> tuple[np.ndarray, ...]:
+    # Catmull-Rom (Keys, a = -0.5) weights of the 4 pixels around a point d in [0, 1) past the second.
+    half = 0.5 * d
+    three = 3.0 * d
+    half2 = half * d
+    return (
+        half * (-1 + d * (2 - d)),
+        1 + half2 * (-5 + three),
+        half * (1 + d * (4 - three)),
+        half2 * (-1 + d),
+    )
+
+
+def _cubic4(src, src_valid, x, y):
+    """GDAL's 4 x 4 cubic; the bilinear above where the 4 x 4 block is not wholly valid and in-raster."""
+    _, h, w = src.shape
+    values, valid = _bilinear4(src, src_valid, x, y)
+    ix = np.trunc(x - 0.5)  # C cast: towards zero
+    iy = np.trunc(y - 0.5)
+    dx, dy = x - 0.5 - ix, y - 0.5 - iy
+    ix, iy = ix.astype(np.intp), iy.astype(np.intp)
+    interior = (ix - 1 >= 0) & (ix + 2 < w) & (iy - 1 >= 0) & (iy + 2 < h)
+    if not interior.any():
+        return values, valid
+    wx, wy = _cubic_weights(dx), _cubic_weights(dy)
+    all_ok = np.broadcast_to(interior, (src_valid.shape[0], x.size)).copy()
+    total = np.zeros((src.shape[0], x.size))
+    for j in range(4):
+        row = np.zeros((src.shape[0], x.size))
+        for i in range(4):
+            vals, ok = _gather(src, src_valid, ix - 1 + i, iy - 1 + j)
+            all_ok &= ok
+            row = row + vals * wx[i] if i else vals * wx[i]
+        total = total + row * wy[j] if j else row * wy[j]
+    use = np.broadcast_to(all_ok, values.shape)
+    return np.where(use, total, values), np.where(use, True, valid)
+
+
+def _bilinear_filter(t: np.ndarray) -> np.ndarray:
+    a = np.abs(t)
+    return np.where(a <= 1.0, 1.0 - a, 0.0)
+
+
+def _cubic_filter(t: np.ndarray) -> np.ndarray:
+    a = np.abs(t)
+    t2 = t * t
+    return np.where(
+        a <= 1.0, t2 * (1.5 * a - 2.5) + 1.0, np.where(a <= 2.0, t2 * (-0.5 * a + 2.5) - 4.0 * a + 2.0, 0.0)
+    )
+
+
+def _filtered(src, src_valid, x, y, method: str, scale: tuple[float, float]):
+    """GDAL's general kernel (GWKResample): the filter stretched by 1/scale, renormalised over valid pixels."""
+    xs, ys = scale
+    filt = _FILTER_RADIUS[method]
+    func = _bilinear_filter if method == "bilinear" else _cubic_filter
+    rx, ry = _radius(method, xs), _radius(method, ys)
+    init_x, init_y = (filt + 1) % 2 - rx, (filt + 1) % 2 - ry
+    ix, iy = np.floor(x - 0.5), np.floor(y - 0.5)
+    dx, dy = x - 0.5 - ix, y - 0.5 - iy
+    ix, iy = ix.astype(np.intp), iy.astype(np.intp)
+    wxs = [func((i - dx) * xs) if xs < 1.0 else func(i - dx) for i in range(init_x, rx + 1)]
+    acc = np.zeros((src.shape[0], x.size))
+    wacc = np.zeros((src_valid.shape[0], x.size))
+    for j in range(init_y, ry + 1):
+        wy = func((j - dy) * ys) if ys < 1.0 else func(j - dy)
+        row = np.zeros_like(acc)
+        wrow = np.zeros_like(wacc)
+        for k, i in enumerate(range(init_x, rx + 1)):
+            vals, ok = _gather(src, src_valid, ix + i, iy + j)
+            row += np.where(ok, vals * wxs[k], 0.0)
+            wrow += np.where(ok, wxs[k], 0.0)
+        acc += row * wy
+        wacc += wrow * wy
+    wacc = np.broadcast_to(wacc, acc.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(np.abs(wacc - 1.0) <= _UNIT_WEIGHT_TOL, acc, acc / wacc)
+    return out, wacc >= _FILTER_MIN_WEIGHT
+
+
+def _footprints(ccols, crows, w: int, h: int, scale):
+    """Integer footprint [ix0, ix1) x [iy0, iy1) and its fractional edges for each target pixel."""
+    x1, x2 = ccols[:-1, :-1].ravel(), ccols[1:, 1:].ravel()
+    y1, y2 = crows[:-1, :-1].ravel(), crows[1:, 1:].ravel()
+    xs, ys = scale
+    mx = 2 * max(1, math.ceil(1.0 / xs))
+    my = 2 * max(1, math.ceil(1.0 / ys))
+    with np.errstate(invalid="ignore"):
+        ok = (
+            np.isfinite(x1)
+            & np.isfinite(x2)
+            & np.isfinite(y1)
+            & np.isfinite(y2)
+            & (x1 >= -mx)
+            & (x2 >= -mx)
+            & (y1 >= -my)
+            & (y2 >= -my)
+            & (x1 - w <= mx)
+            & (x2 - w <= mx)
+            & (y1 - h <= my)
+            & (y2 - h <= my)
+        )
+    xmin, xmax = np.fmin(x1, x2), np.fmax(x1, x2)
+    ymin, ymax = np.fmin(y1, y2), np.fmax(y1, y2)
+    ok &= (xmax > -_EDGE_EPS) & (xmin < w + _EDGE_EPS) & (ymax > -_EDGE_EPS) & (ymin < h + _EDGE_EPS)
+    xmin, xmax = np.where(ok, xmin, 0.0), np.where(ok, xmax, 0.0)
+    ymin, ymax = np.where(ok, ymin, 0.0), np.where(ok, ymax, 0.0)
+    ix0 = np.maximum(np.floor(xmin + _EDGE_EPS), 0.0).astype(np.intp)
+    ix1 = np.minimum(np.ceil(xmax - _EDGE_EPS), float(w)).astype(np.intp)
+    ix1 = np.where((ix0 == ix1) & (ix1 < w), ix1 + 1, ix1)
+    iy0 = np.maximum(np.floor(ymin + _EDGE_EPS), 0.0).astype(np.intp)
+    iy1 = np.minimum(np.ceil(ymax - _EDGE_EPS), float(h)).astype(np.intp)
+    iy1 = np.where((iy0 == iy1) & (iy1 < h), iy1 + 1, iy1)
+    ix1, iy1 = np.where(ok, ix1, ix0), np.where(ok, iy1, iy0)
+    return ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax
+
+
+def _footprint_offsets(ix0, ix1, iy0, iy1):
+    span_x = int((ix1 - ix0).max(initial=0))
+    span_y = int((iy1 - iy0).max(initial=0))
+    for oy in range(span_y):
+        for ox in range(span_x):
+            yield oy, ox
+
+
+def _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy: int, ox: int):
+    """GDAL's partial-pixel weight of footprint pixel (iy0 + oy, ix0 + ox) (COMPUTE_WEIGHT macros)."""
+    iy = iy0 + oy
+    ix = ix0 + ox
+    wy = np.where(
+        iy == iy0,
+        np.where(iy0 + 1 == iy1, 1.0, 1 - (ymin - iy0)),
+        np.where(iy + 1 == iy1, 1 - (iy1 - ymax), 1.0),
+    )
+    return np.where(
+        ix == ix0,
+        np.where(ix0 + 1 == ix1, wy, wy * (1 - (xmin - ix0))),
+        np.where(ix + 1 == ix1, wy * (1 - (ix1 - xmax)), wy),
+    )
+
+
+def _area(src, src_valid, ccols, crows, method: str, scale):
+    bands, h, w = src.shape
+    ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(ccols, crows, w, h, scale)
+    n = ix0.size
+    if method == "mode":
+        return _mode(src, src_valid, ok, ix0, ix1, iy0, iy1)
+    nv = src_valid.shape[0]
+    if method == "average":
+        total = np.zeros((nv, n))
+        mean = np.zeros((bands, n))
+    else:
+        found = np.zeros((nv, n), dtype=bool)
+        if src.dtype.kind == "f":
+            acc = np.full(
+                (bands, n), -np.finfo(np.float64).max if method == "max" else np.finfo(np.float64).max
+            )
+        else:
+            info = np.iinfo(src.dtype)
+            acc = np.full((bands, n), info.min if method == "max" else info.max, dtype=src.dtype)
+    for oy, ox in _footprint_offsets(ix0, ix1, iy0, iy1):
+        iy, ix = iy0 + oy, ix0 + ox
+        inside = ok & (iy < iy1) & (ix < ix1)
+        cy, cx = np.minimum(iy, h - 1), np.minimum(ix, w - 1)
+        active = src_valid[:, cy, cx] & inside
+        vals = src[:, cy, cx]
+        if method == "average":
+            weight = _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy, ox)
+            active &= weight > 0
+            new_total = np.where(active, total + weight, total)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                step = (weight / new_total) * (vals.astype(np.float64) - mean)
+            mean = np.where(active, mean + step, mean)
+            total = new_total
+        else:
+            found |= active
+            v = vals.astype(np.float64) if src.dtype.kind == "f" else vals
+            better = (v > acc) if method == "max" else (v < acc)
+            acc = np.where(active & better, v, acc)
+    if method == "average":
+        return mean, np.broadcast_to(total > 0, mean.shape)
+    return acc, np.broadcast_to(found, acc.shape)
+
+
+def _mode(src, src_valid, ok, ix0, ix1, iy0, iy1):
+    """Most frequent valid value in each footprint; ties go to the value that reached the top count first."""
+    bands, h, w = src.shape
+    n = ix0.size
+    offsets = list(_footprint_offsets(ix0, ix1, iy0, iy1))
+    k = len(offsets)
+    values = np.zeros((bands, n), dtype=src.dtype)
+    found = np.zeros((bands, n), dtype=bool)
+    if k == 0:
+        return values, found
+    oy = np.array([o[0] for o in offsets], dtype=np.intp)
+    ox = np.array([o[1] for o in offsets], dtype=np.intp)
+    block = max(1, _MODE_BLOCK // k)
+    positions = np.arange(k)
+    for start in range(0, n, block):
+        sl = slice(start, min(start + block, n))
+        iy = iy0[sl, None] + oy
+        ix = ix0[sl, None] + ox
+        inside = ok[sl, None] & (iy < iy1[sl, None]) & (ix < ix1[sl, None])
+        cy, cx = np.minimum(iy, h - 1), np.minimum(ix, w - 1)
+        for b in range(bands):
+            vals = src[b][cy, cx]
+            inc = inside & src_valid[min(b, src_valid.shape[0] - 1)][cy, cx]
+            # Sort each footprint (stably, included values first) so equal values form runs; a value's
+            # running count at each position is its rank within its run.
+            order = np.lexsort((vals, ~inc), axis=-1)
+            sv = np.take_along_axis(vals, order, axis=-1)
+            sinc = np.take_along_axis(inc, order, axis=-1)
+            new_run = np.ones(sv.shape, dtype=bool)
+            with np.errstate(invalid="ignore"):
+                new_run[:, 1:] = (sv[:, 1:] != sv[:, :-1]) | (sinc[:, 1:] != sinc[:, :-1])
+            run_start = np.maximum.accumulate(np.where(new_run, positions, 0), axis=-1)
+            rank = positions - run_start + 1
+            counts = np.empty_like(rank)
+            np.put_along_axis(counts, order, rank, axis=-1)
+            counts[~inc] = 0
+            top = counts.max(axis=-1)
+            first = np.argmax(counts == top[:, None], axis=-1)
+            values[b, sl] = np.take_along_axis(vals, first[:, None], axis=-1)[:, 0]
+            found[b, sl] = top > 0
+    return values, found
+
+
+# --------------------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise PlanError(f"unknown resampling method {method!r}; use one of {', '.join(METHODS)}")
+
+
+def resample(
+    source: np.ndarray,
+    source_valid: np.ndarray | None,
+    cols: np.ndarray,
+    rows: np.ndarray,
+    *,
+    method: str = "nearest",
+    nodata: float | None = None,
+    fill_value: float | None = None,
+    scale: tuple[float, float] | None = None,
+    corners: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``source`` at target pixels given by their source coordinates, as GDAL's warper does.
+
+    Parameters
+    ----------
+    source : ndarray, shape (rows, cols) or (bands, rows, cols)
+        A source raster or window of it; integer or floating dtype.
+    source_valid : ndarray of bool or None
+        True where a source pixel holds data, shape (rows, cols) (shared by all bands, like GDAL's
+        unified mask) or the shape of ``source`` (one mask per band). None: every pixel is valid unless
+        it is ``nodata``. Internal TIFF masks belong here.
+    cols, rows : ndarray of float
+        Fractional source coordinates of each target pixel centre, relative to ``source`` (see
+        :func:`source_coordinates`); NaN marks a point that failed to transform. Their shape is the
+        output's spatial shape.
+    method : {"nearest", "bilinear", "cubic", "average", "mode", "min", "max"}
+    nodata : number or None
+        The source nodata value (NaN allowed): pixels equal to it are invalid (GDAL's comparison, see
+        :func:`nodata_valid`). For several bands a pixel is invalid only when every band is nodata, as
+        rasterio's warp (``UNIFIED_SRC_NODATA=YES``).
+    fill_value : number or None
+        The destination nodata: value of invalid output pixels. Defaults to ``nodata``, else 0. When a
+        destination nodata is known (``fill_value`` or ``nodata``), a valid result equal to it is moved
+        one step away (integers: minus one, or plus one at the type's minimum; floats: the next value
+        up), as GDAL does, so the output array alone tells valid from invalid.
+    scale : (float, float) or None
+        GDAL's kernel scale, target pixels per source pixel on x and y; see :func:`kernel_scale`.
+        Below 0.95 bilinear and cubic become GDAL's widened filters. None: estimated from ``cols`` and
+        ``rows``.
+    corners : (ndarray, ndarray) or None
+        For average, mode, min and max: source coordinates of the target pixel corners, shape
+        ``(rows + 1, cols + 1)`` (``source_coordinates(..., at="corner")``). A target pixel's footprint
+        is the box spanned by its top-left and bottom-right corners, as in GDAL. None: extrapolated
+        linearly from the centres (exact for affine relations between the grids).
+
+    Returns
+    -------
+    values : ndarray
+        ``source.dtype``, shape ``cols.shape`` (or ``(bands,) + cols.shape``). Interpolated integers are
+        rounded half up and clamped to the type's range.
+    valid : ndarray of bool
+        Same shape: False where no valid source pixel contributed (filled with ``fill_value``).
+
+    Notes
+    -----
+    Average weights each valid source pixel by the fraction of it inside the footprint (GDAL >= 3.1);
+    mode, min and max count every valid pixel the footprint touches, unweighted (GDAL 3.10). Mode
+    compares exact values, where GDAL 3.10 compares float32 casts for types other than 8/16-bit
+    integers (so differs for int32 beyond 2**24 and float64 values that are equal only as float32).
+    """
+    _check_method(method)
+    src = np.asarray(source)
+    if src.dtype.kind not in "iuf":
+        raise PlanError(f"cannot resample arrays of dtype {src.dtype}")
+    if src.ndim not in (2, 3) or 0 in src.shape:
+        raise PlanError(f"source must be a non-empty 2-D or 3-D array, got shape {src.shape}")
+    squeeze = src.ndim == 2
+    src3 = src[np.newaxis] if squeeze else src
+    bands, h, w = src3.shape
+    if source_valid is None:
+        valid3 = np.ones((1, h, w), dtype=bool)
+    else:
+        sv = np.asarray(source_valid, dtype=bool)
+        if sv.shape == (h, w):
+            valid3 = sv[np.newaxis]
+        elif sv.shape == src3.shape:
+            valid3 = sv
+        else:
+            raise PlanError(f"source_valid has shape {sv.shape}; expected {(h, w)} or {src3.shape}")
+    if nodata is not None:
+        not_nodata = nodata_valid(src3, nodata).any(axis=0, keepdims=True)
+        valid3 = valid3 & not_nodata
+    cols = np.asarray(cols, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    if cols.shape != rows.shape:
+        raise PlanError(f"cols and rows differ in shape: {cols.shape} and {rows.shape}")
+    out_shape = cols.shape
+    if scale is None:
+        scale = _estimate_scale(cols, rows)
+    scale = (float(scale[0]), float(scale[1]))
+    if not (scale[0] > 0 and scale[1] > 0):
+        raise PlanError(f"scale must be positive, got {scale!r}")
+    dst_nodata = fill_value if fill_value is not None else nodata
+    fill = dst_nodata if dst_nodata is not None else 0
+
+    x, y = _sanitize(cols.ravel()), _sanitize(rows.ravel())
+    if method == "nearest":
+        values, valid = _nearest(src3, valid3, x, y)
+    elif method in _AREA_METHODS:
+        if corners is None:
+            ccols, crows = _extrapolate_corners(cols), _extrapolate_corners(rows)
+        else:
+            ccols, crows = (np.asarray(c, dtype=np.float64) for c in corners)
+            ccols = np.where(np.isfinite(ccols), np.clip(ccols, -_FAR, _FAR), np.nan)
+            crows = np.where(np.isfinite(crows), np.clip(crows, -_FAR, _FAR), np.nan)
+            want = (out_shape[0] + 1, out_shape[1] + 1) if len(out_shape) == 2 else None
+            if ccols.shape != want or crows.shape != want:
+                raise PlanError(f"corners must have shape {want}, got {ccols.shape} and {crows.shape}")
+        values, valid = _area(src3, valid3, ccols, crows, method, scale)
+    else:
+        ok = _centre_pixels(valid3, x, y)[2]
+        if scale[0] >= _FOUR_SAMPLE_SCALE and scale[1] >= _FOUR_SAMPLE_SCALE:
+            kernel = _bilinear4 if method == "bilinear" else _cubic4
+            values, valid = kernel(src3, valid3, x, y)
+        else:
+            values, valid = _filtered(src3, valid3, x, y, method, scale)
+        valid = valid & ok
+
+    if values.dtype != src3.dtype:
+        values = _to_dtype(values, src3.dtype)
+    valid = np.broadcast_to(valid, values.shape)
+    out = np.where(valid, values, _fill_scalar(fill, src3.dtype))
+    _avoid_value(out, valid, dst_nodata)
+    out = out.reshape((bands, *out_shape))
+    valid = np.ascontiguousarray(valid).reshape((bands, *out_shape))
+    if squeeze:
+        return out[0], valid[0]
+    return out, valid
+
+
+def _sanitize(coords: np.ndarray) -> np.ndarray:
+    # Points that failed to transform, or lie absurdly far away, become a point well off the source, so
+    # that integer casts stay defined; such target pixels are invalid whatever the kernel.
+    return np.where(np.isfinite(coords), np.clip(coords, -_FAR, _FAR), -_FAR)
+
+
+def _fill_scalar(fill, dtype: np.dtype):
+    value = float(fill)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if math.isnan(value) or not info.min <= value <= info.max:
+            raise PlanError(f"fill value {fill!r} does not fit the source dtype {dtype}")
+        return np.array(int(fill)).astype(dtype)
+    return np.array(value).astype(dtype)
+
+
+def _extrapolate_corners(centres: np.ndarray) -> np.ndarray:
+    """Corner coordinates from centre coordinates, assuming the map is affine across each pixel."""
+    c = np.asarray(centres, dtype=np.float64)
+    if c.ndim != 2:
+        raise PlanError("area methods need 2-D coordinate arrays (or explicit corners)")
+    h, w = c.shape
+    if h < 2 or w < 2:
+        raise PlanError("area methods on a grid narrower than 2 pixels need explicit corners")
+    # Pad by linear extrapolation, then average the four centres around each corner.
+    p = np.empty((h + 2, w + 2))
+    p[1:-1, 1:-1] = c
+    p[0, 1:-1] = 2 * c[0] - c[1]
+    p[-1, 1:-1] = 2 * c[-1] - c[-2]
+    p[:, 0] = 2 * p[:, 1] - p[:, 2]
+    p[:, -1] = 2 * p[:, -2] - p[:, -3]
+    return 0.25 * (p[:-1, :-1] + p[1:, :-1] + p[:-1, 1:] + p[1:, 1:])
+
+
+def warp(
+    source: np.ndarray,
+    source_crs: str,
+    source_transform,
+    target: Grid,
+    *,
+    method: str = "nearest",
+    nodata: float | None = None,
+    source_valid: np.ndarray | None = None,
+    fill_value: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a whole in-memory raster onto ``target``: ``rasterio.warp.reproject`` without GDAL.
+
+    Computes the source coordinates, GDAL's kernel scale and (for the area methods) the pixel corners,
+    switches to nearest when the grids differ by whole pixels (GDAL's translation shortcut), and calls
+    :func:`resample`. ``source`` is the complete raster described by ``source_crs`` and
+    ``source_transform``; parameters are as :func:`resample`.
+    """
+    _check_method(method)
+    src = np.asarray(source)
+    h, w = src.shape[-2:]
+    if is_pixel_translation(target, source_crs, source_transform):
+        method = "nearest"
+    cols, rows = source_coordinates(target, source_crs, source_transform)
+    scale = kernel_scale(target, source_crs, source_transform, w, h, method=method)
+    corners = None
+    if method in _AREA_METHODS:
+        corners = source_coordinates(target, source_crs, source_transform, at="corner")
+    return resample(
+        src,
+        source_valid,
+        cols,
+        rows,
+        method=method,
+        nodata=nodata,
+        fill_value=fill_value,
+        scale=scale,
+        corners=corners,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Overviews
+
+
+def overview_target_resolution(target: Grid, source_crs: str, source_transform) -> float:
+    """The target's resolution measured in the source CRS, as gdalwarp measures it to pick an overview.
+
+    gdalwarp (``GDALWarpDirect`` with explicit target bounds and size) sends a 10 x 10 lattice of target
+    pixel corners, evenly spaced from edge to edge, into source pixel space, and takes the smaller of the
+    x and y ratios (source pixels spanned / target pixels). This returns that ratio times the source
+    pixel width, for :func:`choose_overview`. NaN when fewer than two points transform.
+    """
+    steps = np.arange(10, dtype=np.float64) / 9
+    px = (target.width * steps)[:, np.newaxis] + np.zeros(10)[np.newaxis, :]
+    py = np.zeros(10)[:, np.newaxis] + (target.height * steps)[np.newaxis, :]
+    cols, rows = _pixels_to_source(px.ravel(), py.ravel(), target, source_crs, source_transform)
+    ok = np.isfinite(cols) & np.isfinite(rows)
+    if ok.sum() < 2:
+        return math.nan
+    c, r = cols[ok], rows[ok]
+    ratio_x = (c.max() - c.min()) / target.width if c.max() > c.min() else 0.0
+    ratio_y = (r.max() - r.min()) / target.height if r.max() > r.min() else 0.0
+    a, _, _, d = (float(v) for v in tuple(source_transform)[:4])
+    return float(min(ratio_x, ratio_y) * math.hypot(a, d))
+
+
+def choose_overview(
+    source_resolutions: Sequence[float], target_resolution: float, *, oversampling_threshold: float = 1.0
+) -> int:
+    """Which level of an overview pyramid GDAL's warper reads for a target of ``target_resolution``.
+
+    ``source_resolutions`` lists the pixel size of the full-resolution image first, then of each overview
+    (any order; GDAL's are coarser and coarser), in source CRS units; the result indexes that list, 0
+    being the full-resolution image. ``target_resolution`` is the target pixel size in the same units
+    (see :func:`overview_target_resolution`).
+
+    The rule is gdalwarp's ``-ovr AUTO`` (the default), as of GDAL 3.10 (``GDALWarpDirect`` in
+    ``apps/gdalwarp_lib.cpp``, made consistent with ``GDALBandGetBestOverviewLevel2`` by GDAL commit
+    160b1dca, GDAL issue #10873): with ratios taken to the full resolution, and ``target`` the target's,
+
+    * if ``target <= 1``, the full-resolution image;
+    * else walk the levels, full resolution first; skip a level whose ratio is at least
+      ``target * oversampling_threshold + 0.1`` (too coarse) or not above the best so far; otherwise take
+      it, and stop at once if it is within 0.1 of ``target``.
+
+    So the coarsest level still at least as fine as the target wins, where "at least as fine" tolerates
+    0.1 of a full-resolution pixel. ``oversampling_threshold`` is GDAL's
+    ``GDALWARP_OVERSAMPLING_THRESHOLD`` configuration option (default 1). GDAL takes ratios from image
+    widths (full width / overview width); for overviews whose transforms scale by the width ratio, as GDAL
+    and COG writers make them, that equals the resolution ratio used here.
+    """
+    res = [float(r) for r in source_resolutions]
+    if not res or not all(math.isfinite(r) and r > 0 for r in res):
+        raise PlanError(f"source resolutions must be positive numbers, got {list(source_resolutions)!r}")
+    target = float(target_resolution) / res[0]
+    if not target > 1.0:
+        return 0
+    epsilon = 0.1
+    best, best_ratio = 0, 0.0
+    for index, r in enumerate(res):
+        ratio = r / res[0]
+        if ratio >= target * oversampling_threshold + epsilon or ratio <= best_ratio:
+            continue
+        best, best_ratio = index, ratio
+        if abs(target - ratio) < epsilon:
+            break
+    return best
