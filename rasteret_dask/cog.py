@@ -24,10 +24,11 @@ from .geo.windows import PixelWindow, tile_overlap, tiles_touched
 from .io.config import FileIdentity, IOConfig
 from .io.loop import run_sync
 from .io.reader import RangeRequest, read_many_async, read_prefix_async, read_ranges_async
-from .tiff.decode import decode_tile, fill_scalar
+from .tiff.decode import decode_mask_tile, decode_tile, fill_scalar
 from .tiff.header import NeedBytes, parse_header
 from .tiff.ifd import FileBytes
 from .tiff.model import TiffHeader, TileCodec
+from .tiff.tags import PHOTOMETRIC_MASK
 
 # The first GET: enough for every IFD of a GDAL COG and, for files up to some hundreds of MB, their
 # tile-offset arrays too.
@@ -263,6 +264,38 @@ def plan_window_read(
     )
 
 
+def plan_mask_read(url: str, header: TiffHeader, window: PixelWindow, *, level: int = 0) -> WindowRead | None:
+    """Plan reading the internal mask (NewSubfileType 4) of ``level`` over ``window``, None without one.
+
+    The read returns a ``(1, rows, cols)`` uint8 array: 1 where pixels are valid, 0 where masked (sparse
+    mask tiles read as masked).
+    """
+    mask = header.masks[level] if level < len(header.masks) else None
+    if mask is None:
+        return None
+    rows, cols = tiles_touched(window, mask.tile_height, mask.tile_width)
+    refs = []
+    for r in rows:
+        for c in cols:
+            index = mask.tile_index(r, c)
+            refs.append(
+                TileRef(index, 0, r, c, int(mask.tile_offsets[index]), int(mask.tile_byte_counts[index]))
+            )
+    return WindowRead(
+        url=url,
+        codec=mask.codec,
+        window=window,
+        samples=range(1),
+        planar=False,
+        plane_base=0,
+        tiles=tuple(refs),
+        fill=0.0,
+        level_height=mask.height,
+        tiled=mask.tiled,
+        identity=FileIdentity(header.file_size, header.etag, header.last_modified),
+    )
+
+
 def _checked_range(read: WindowRead, tile: TileRef) -> tuple[int, int]:
     size = read.identity.size
     if size is not None and tile.offset + tile.count > size:
@@ -308,9 +341,15 @@ async def read_windows_async(
             if tile.sparse or key in decoded:
                 continue
             body = fetched[(read.url, (tile.offset, tile.offset + tile.count))]
-            decoded[key] = loop.run_in_executor(pool, decode_tile, body, read.codec, read.stored_rows(tile))
+            decode = _decode_mask if read.codec.photometric == PHOTOMETRIC_MASK else decode_tile
+            decoded[key] = loop.run_in_executor(pool, decode, body, read.codec, read.stored_rows(tile))
     await asyncio.gather(*decoded.values())
     return [_assemble(read, decoded) for read in reads]
+
+
+def _decode_mask(body, codec: TileCodec, rows: int | None) -> np.ndarray:
+    """A mask tile as a decoded tile of one uint8 sample: 1 valid, 0 masked."""
+    return decode_mask_tile(body, codec, rows).view(np.uint8)[:, :, None]
 
 
 def _assemble(read: WindowRead, decoded: dict) -> np.ndarray:
@@ -326,7 +365,9 @@ def _assemble(read: WindowRead, decoded: dict) -> np.ndarray:
         )
         bands = position[tile.plane + read.plane_base] if read.planar else slice(None)
         if tile.sparse:  # filled in place: a sparse tile of many samples must never be allocated whole
-            out[bands, out_r, out_c] = fill_scalar(codec, read.fill)
+            out[bands, out_r, out_c] = (
+                0 if codec.photometric == PHOTOMETRIC_MASK else fill_scalar(codec, read.fill)
+            )
             continue
         block = decoded[(read.url, tile.offset, tile.count, read.stored_rows(tile), codec)].result()[
             in_r, in_c

@@ -13,7 +13,10 @@ import pyarrow as pa
 import pyproj
 import shapely
 
-from ..errors import CollectionError, SchemaError
+from ..errors import CollectionError, PlanError, SchemaError
+from ..io.config import IOConfig
+from ..read.aois import normalise_aois
+from ..read.chips import chips_frame, stack_chips
 from . import filters
 from .schema import (
     CRS_COLUMN,
@@ -206,6 +209,88 @@ class Collection:
         from .parquet import export  # parquet builds Collections, so it imports this module
 
         return export(self, path, **kwargs)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def _check_bands(self, bands) -> list[str]:
+        bands = [bands] if isinstance(bands, str) else list(bands)
+        unknown = [b for b in bands if b not in self.bands]
+        if unknown or not bands:
+            raise PlanError(
+                f"band(s) {unknown or bands} are not in this collection; its bands are {self.bands}"
+            )
+        return bands
+
+    def get_gdf(
+        self,
+        geometries,
+        *,
+        bands,
+        all_touched: bool = False,
+        geometry_crs=None,
+        errors: str = "warn",
+        config: IOConfig | None = None,
+    ) -> dask_geopandas.GeoDataFrame:
+        """AOI chips as a lazy dask-geopandas frame: one row per (record, AOI, band).
+
+        Each chip is read on the record's native grid with rasterio's window and mask rules
+        (``rasterio.mask.mask(crop=True, filled=True, all_touched=...)``): ``data`` is a 2-D array in the
+        band's dtype with pixels outside the AOI (or masked) set to the band's nodata, 0 without one;
+        ``transform`` is the chip's affine (rasterio order) in ``crs``, the record's CRS. Columns:
+        ``aoi_index`` (position of the AOI in the input), ``record_id``, ``datetime``, ``band``, ``data``,
+        ``transform``, ``crs``, then every column of the AOI table and its ``geometry`` (CRS84).
+
+        Parameters
+        ----------
+        geometries
+            AOIs: a bbox tuple, shapely geometries, GeoJSON, WKB/WKT, a (dask-)GeoDataFrame or a GeoArrow
+            table. Inputs without a CRS are in ``geometry_crs``, EPSG:4326 by default.
+        bands
+            Band codes to read.
+        errors
+            "warn" skips records whose band header is missing, with a warning naming them; "raise"
+            raises instead.
+        """
+        bands = self._check_bands(bands)
+        aois = normalise_aois(geometries, geometry_crs)
+        candidates = self.subset(geometries=aois)
+        return chips_frame(
+            candidates.frame,
+            aois,
+            bands,
+            all_touched=all_touched,
+            storage_options=self.storage_options,
+            config=config,
+            errors=errors,
+        )
+
+    def get_numpy(
+        self,
+        geometries,
+        *,
+        bands,
+        all_touched: bool = False,
+        geometry_crs=None,
+        errors: str = "warn",
+        config: IOConfig | None = None,
+    ) -> np.ndarray:
+        """AOI chips as one array ``[N, C, H, W]`` (``[N, H, W]`` for one band), computed now.
+
+        N runs over (AOI, record) pairs ordered by AOI (input order), then datetime, then record id.
+        Pixels follow :meth:`get_gdf`. Chips of different shapes (AOIs of different sizes, records in
+        different CRSs, bands of different resolutions) raise a PlanError: use :meth:`get_gdf` for
+        ragged chips, or ``get_xarray(crs=..., resolution=...)`` to put everything on one grid.
+        """
+        bands = self._check_bands(bands)
+        chips = self.get_gdf(
+            geometries,
+            bands=bands,
+            all_touched=all_touched,
+            geometry_crs=geometry_crs,
+            errors=errors,
+            config=config,
+        ).compute()
+        return stack_chips(chips, bands)
 
     def header_column(self, band: str) -> str:
         """The name of ``band``'s metadata column; raises when the band does not exist."""

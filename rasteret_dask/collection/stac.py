@@ -666,7 +666,7 @@ def _missing_collections(url: str, wanted: Sequence[str], headers: dict | None) 
 
 
 def _geoparquet_items(
-    source, search: _Search, storage_options: dict | None, stats: StacStats
+    source, search: _Search, options: dict, stats: StacStats
 ) -> Iterator[tuple[dict, str | None]]:
     """Items of a stac-geoparquet file or dataset (or an Arrow table in that layout)."""
     try:
@@ -678,9 +678,7 @@ def _geoparquet_items(
     else:
         base = os.fspath(source)
         try:
-            dataset = pads.dataset(
-                base, format="parquet", filesystem=_arrow_filesystem(base, storage_options)
-            )
+            dataset = pads.dataset(base, format="parquet", filesystem=_arrow_filesystem(base, options))
         except (OSError, pa.ArrowInvalid) as exc:
             raise CollectionError(f"cannot read the stac-geoparquet at {base}: {exc}") from None
     expr = _pushdown(dataset.schema, search)
@@ -703,7 +701,20 @@ def _chain(first, rest):
     yield from rest
 
 
-def _arrow_filesystem(url: str, storage_options: dict | None):
+def _catalog_options(href: str, storage_options: dict | None, catalog_options, headers) -> dict:
+    """Options for reading STAC documents and stac-geoparquet at ``href``.
+
+    ``catalog_options`` when given; otherwise, for http(s), only the API ``headers`` (assets' options,
+    such as S3 settings, mean nothing to a web server), and for object stores the assets' options.
+    """
+    if catalog_options is not None:
+        return dict(catalog_options)
+    if href.partition("://")[0].lower() in ("http", "https"):
+        return {"headers": dict(headers)} if headers else {}
+    return store_options(storage_options)
+
+
+def _arrow_filesystem(url: str, options: dict):
     """A pyarrow filesystem for a stac-geoparquet URL (None for local paths)."""
     import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
@@ -711,7 +722,6 @@ def _arrow_filesystem(url: str, storage_options: dict | None):
     protocol = fsspec.utils.get_protocol(url)
     if protocol in ("file", "local"):
         return None
-    options = store_options(storage_options)
     if protocol in ("http", "https"):  # fsspec's HTTP filesystem takes request options only
         options = {k: v for k, v in options.items() if k in ("headers", "client_kwargs")}
     return PyFileSystem(FSSpecHandler(fsspec.filesystem(protocol, **options)))
@@ -797,23 +807,25 @@ def _source_items(
     search: _Search,
     *,
     storage_options: dict | None,
+    catalog_options: dict | None,
     config: IOConfig | None,
     limit: int | None,
     headers: dict | None,
 ) -> tuple[StacStats, Iterator[tuple[dict, str | None]]]:
     if isinstance(source, pa.Table):
         stats = StacStats("geoparquet")
-        return stats, _geoparquet_items(source, search, storage_options, stats)
+        return stats, _geoparquet_items(source, search, {}, stats)
     if not isinstance(source, str | os.PathLike):
         kind, items = _object_items(source)
         return StacStats(kind), items
     href = os.fspath(source)
+    options = _catalog_options(href, storage_options, catalog_options, headers)
     if href.split("?", 1)[0].lower().endswith(_GEOPARQUET_SUFFIXES) or (
         "://" not in href and os.path.isdir(href)
     ):
         stats = StacStats("geoparquet")
-        return stats, _geoparquet_items(href, search, storage_options, stats)
-    (doc,) = _read_documents([href], storage_options, config)
+        return stats, _geoparquet_items(href, search, options, stats)
+    (doc,) = _read_documents([href], options, config)
     if not isinstance(doc, Mapping):
         raise CollectionError(f"{href} is not a STAC document")
     kind = doc.get("type")
@@ -826,7 +838,7 @@ def _source_items(
         return stats, _api_items(href, search, limit, headers, stats)
     if kind in ("Catalog", "Collection") or "links" in doc:
         stats = StacStats("catalog", documents=1)
-        return stats, _static_items(doc, href, search, storage_options, config, stats)
+        return stats, _static_items(doc, href, search, options, config, stats)
     raise CollectionError(f"{href} is neither a STAC catalog, collection, item nor ItemCollection")
 
 
@@ -846,6 +858,7 @@ def records_from_stac(
     max_items: int | None = None,
     limit: int | None = None,
     storage_options: dict | None = None,
+    catalog_options: dict | None = None,
     config: IOConfig | None = None,
     headers: dict | None = None,
     alternate: str | None = None,
@@ -857,7 +870,13 @@ def records_from_stac(
     """
     search = _Search.make(collections, bbox, date_range, query, max_items)
     stats, items = _source_items(
-        source, search, storage_options=storage_options, config=config, limit=limit, headers=headers
+        source,
+        search,
+        storage_options=storage_options,
+        catalog_options=catalog_options,
+        config=config,
+        limit=limit,
+        headers=headers,
     )
     rows, seen = [], set()
     try:
@@ -914,6 +933,7 @@ def build_from_stac(
     max_items: int | None = None,
     limit: int | None = None,
     storage_options: dict | None = None,
+    catalog_options: dict | None = None,
     headers: dict | None = None,
     alternate: str | None = None,
     href_rewrites: Mapping[str, str] | None = None,
@@ -972,11 +992,14 @@ def build_from_stac(
     limit
         Items per API page (the server's default when None).
     storage_options
-        Options for reading the assets and static catalogs/stac-geoparquet (fsspec-style, see
-        :mod:`rasteret_dask.io.stores`; ``{"signer": "planetary_computer"}`` signs URLs at read time,
-        see :mod:`rasteret_dask.io.signing`). Kept in memory with the collection, never written.
+        Options for reading the assets (see :mod:`rasteret_dask.io.stores`;
+        ``{"signer": "planetary_computer"}`` signs URLs at read time, see :mod:`rasteret_dask.io.signing`).
+        Kept in memory with the collection, never written.
+    catalog_options
+        Options for reading static STAC documents and stac-geoparquet. Default: ``{"headers": headers}``
+        for http(s) sources, ``storage_options`` (without the signer) for object stores.
     headers
-        HTTP headers for STAC API requests (e.g. authorisation).
+        HTTP headers for STAC API requests and http(s) STAC documents (e.g. authorisation).
     alternate
         Use each asset's ``alternate[alternate]`` href when it has one (alternate-assets extension,
         e.g. ``"s3"``).
@@ -1022,6 +1045,7 @@ def build_from_stac(
         max_items=max_items,
         limit=limit,
         storage_options=storage_options,
+        catalog_options=catalog_options,
         config=config,
         headers=headers,
         alternate=alternate,

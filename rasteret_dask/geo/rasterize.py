@@ -383,12 +383,17 @@ def _walk(x, y, x_end, y_end, width, height):
     steps = 0
     while len(x):
         fy = np.floor(y)
-        # Done: past the end, or left the raster through the top or bottom (no pixel can burn any more).
-        dead = (x >= x_end) | np.where(rising_slope, fy >= H, fy < 0.0)
+        # Done: outside GDAL's loop bounds, or left the raster through the top or bottom (no pixel can burn any more).
+        dead = (x >= x_end) | (x < 0.0) | np.where(rising_slope, fy >= H, fy < 0.0)
         if dead.any():
             keep = ~dead
             x, y, x_end, slope, rising_slope, fy = (
-                x[keep], y[keep], x_end[keep], slope[keep], rising_slope[keep], fy[keep]
+                x[keep],
+                y[keep],
+                x_end[keep],
+                slope[keep],
+                rising_slope[keep],
+                fy[keep],
             )
             if not len(x):
                 break

@@ -9,9 +9,10 @@ against rasterio in ``tests/geo/test_warp.py``.
 Coordinates
     Every target pixel *centre* ``(i + 0.5, j + 0.5)`` goes through the target transform, pyproj
     (``always_xy``) and the inverse source transform to fractional source ``(col, row)``
-    (:func:`source_coordinates`). Area methods use the target pixel *corners* instead. GDAL's
-    approximate transformer (rasterio's ``tolerance=0.125``) is not imitated: coordinates are exact, as
-    rasterio gives with ``tolerance=0``.
+    (:func:`source_coordinates`). Area methods use the target pixel *corners* instead
+    (:func:`source_footprints`). By default, as GDAL's approximate transformer does for rasterio (whose
+    ``reproject`` always uses a 0.125-pixel error), points are transformed exactly only where needed
+    along each target row and interpolated linearly between; ``max_error=0`` transforms every point.
 
 Nodata never bleeds
     A source pixel is valid when ``source_valid`` says so and it is not the nodata value. A target pixel
@@ -42,6 +43,7 @@ from ..errors import PlanError
 from .grid import Grid
 
 __all__ = [
+    "DEFAULT_MAX_ERROR",
     "METHODS",
     "choose_overview",
     "is_pixel_translation",
@@ -51,6 +53,7 @@ __all__ = [
     "required_window",
     "resample",
     "source_coordinates",
+    "source_footprints",
     "transformer",
     "warp",
 ]
@@ -74,6 +77,8 @@ _FOUR_SAMPLE_SCALE = 0.95
 _MODE_BLOCK = 1 << 22
 # Coordinates are clipped to +-this before integer casts (far outside any raster a TIFF can describe).
 _FAR = float(1 << 40)
+# GDAL's (and rasterio.warp.reproject's) default error of the approximate coordinate transformer, pixels.
+DEFAULT_MAX_ERROR = 0.125
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -151,10 +156,117 @@ def _pixels_to_source(
     return cols, rows
 
 
+def _exact_rows(xs: np.ndarray, ys: np.ndarray, base) -> tuple[np.ndarray, np.ndarray]:
+    return base(xs[np.newaxis, :], ys[:, np.newaxis])
+
+
+def _approx_rows(xs: np.ndarray, ys: np.ndarray, base, max_error: float) -> tuple[np.ndarray, np.ndarray]:
+    """Transform the lattice ``xs`` x ``ys`` row by row with GDAL's approximate transformer.
+
+    ``GDALApproxTransform`` takes one scanline (points sharing y) at a time: it transforms the first,
+    middle and last points exactly; if linear interpolation between the ends misses the middle by at most
+    ``max_error`` (sum of the x and y misses, in output units), every point of the scanline is
+    interpolated, otherwise each half is treated the same way (halves of at most 5 points are transformed
+    exactly). This reproduces that recursion, batched over all rows that share a segment, so the result
+    equals GDAL's to the last bit of the arithmetic it performs.
+    """
+    m, n = ys.size, xs.size
+    out_x = np.empty((m, n))
+    out_y = np.empty((m, n))
+    middle = (n - 1) // 2
+    if max_error <= 0 or n <= 5 or xs[0] == xs[n - 1] or xs[0] == xs[middle]:
+        return _exact_rows(xs, ys, base)
+
+    def exact(rows: np.ndarray, cols: np.ndarray) -> None:
+        if rows.size and cols.size:
+            cx, cy = base(xs[cols][np.newaxis, :], ys[rows][:, np.newaxis])
+            out_x[np.ix_(rows, cols)] = cx
+            out_y[np.ix_(rows, cols)] = cy
+
+    all_rows = np.arange(m)
+    sx, sy = base(xs[[0, middle, n - 1]][np.newaxis, :], ys[:, np.newaxis])
+    good = np.isfinite(sx).all(axis=1) & np.isfinite(sy).all(axis=1)
+    exact(all_rows[~good], np.arange(n))
+    # Pending segments: (start, length) -> list of (rows, start/middle/end transformed x and y (k, 3)).
+    tasks: dict[tuple[int, int], list] = {(0, n): [(all_rows[good], sx[good], sy[good])]}
+    while tasks:
+        pending: dict[tuple[int, int], list] = {}
+        for (s, length), parts in tasks.items():
+            rows = np.concatenate([p[0] for p in parts])
+            tx = np.concatenate([p[1] for p in parts])
+            ty = np.concatenate([p[2] for p in parts])
+            if rows.size == 0:
+                continue
+            mid = (length - 1) // 2
+            x0, xm, xe = xs[s], xs[s + mid], xs[s + length - 1]
+            dx = (tx[:, 2] - tx[:, 0]) / (xe - x0)
+            dy = (ty[:, 2] - ty[:, 0]) / (xe - x0)
+            error = np.abs((tx[:, 0] + dx * (xm - x0)) - tx[:, 1]) + np.abs(
+                (ty[:, 0] + dy * (xm - x0)) - ty[:, 1]
+            )
+            leaf = ~(error > max_error)
+            if leaf.any():
+                dist = xs[s : s + length] - x0
+                out_x[rows[leaf], s : s + length] = tx[leaf, :1] + dx[leaf, np.newaxis] * dist
+                out_y[rows[leaf], s : s + length] = ty[leaf, :1] + dy[leaf, np.newaxis] * dist
+            split = ~leaf
+            if not split.any():
+                continue
+            rows, tx, ty = rows[split], tx[split], ty[split]
+            small1, small2 = mid <= 5, length - mid <= 5
+            picks = [s + (mid - 1) // 2, s + mid - 1, s + mid + (length - mid - 1) // 2]
+            mx = np.full((rows.size, 3), 0.0)
+            my = np.full((rows.size, 3), 0.0)
+            need = ([0, 1] if not small1 else []) + ([2] if not small2 else [])
+            if need:
+                bx, by = base(xs[[picks[k] for k in need]][np.newaxis, :], ys[rows][:, np.newaxis])
+                mx[:, need], my[:, need] = bx, by
+                failed = ~(np.isfinite(bx).all(axis=1) & np.isfinite(by).all(axis=1))
+            else:
+                failed = np.zeros(rows.size, dtype=bool)
+            for take, lo, hi in ((failed, s, s + mid), (failed, s + mid, s + length - 1)):
+                exact(rows[take], np.arange(lo + 1, hi))
+            for k, col in enumerate((s, s + mid, s + length - 1)):
+                out_x[rows[failed], col] = tx[failed, k]
+                out_y[rows[failed], col] = ty[failed, k]
+            ok = ~failed
+            rows, tx, ty, mx, my = rows[ok], tx[ok], ty[ok], mx[ok], my[ok]
+            if small1:
+                exact(rows, np.arange(s + 1, s + mid))
+                out_x[rows, s], out_y[rows, s] = tx[:, 0], ty[:, 0]
+            else:
+                first = (
+                    rows,
+                    np.stack([tx[:, 0], mx[:, 0], mx[:, 1]], 1),
+                    np.stack([ty[:, 0], my[:, 0], my[:, 1]], 1),
+                )
+                pending.setdefault((s, mid), []).append(first)
+            if small2:
+                exact(rows, np.arange(s + mid + 1, s + length - 1))
+                out_x[rows, s + mid], out_y[rows, s + mid] = tx[:, 1], ty[:, 1]
+                out_x[rows, s + length - 1], out_y[rows, s + length - 1] = tx[:, 2], ty[:, 2]
+            else:
+                second = (
+                    rows,
+                    np.stack([tx[:, 1], mx[:, 2], tx[:, 2]], 1),
+                    np.stack([ty[:, 1], my[:, 2], ty[:, 2]], 1),
+                )
+                pending.setdefault((s + mid, length - mid), []).append(second)
+        tasks = pending
+    return out_x, out_y
+
+
+def _check_max_error(max_error: float) -> float:
+    value = float(max_error)
+    if not (math.isfinite(value) and value >= 0):
+        raise PlanError(f"max_error must be a finite number >= 0 (pixels), got {max_error!r}")
+    return value
+
+
 def source_coordinates(
-    target: Grid, source_crs: str, source_transform, *, at: str = "center"
+    target: Grid, source_crs: str, source_transform, *, max_error: float = DEFAULT_MAX_ERROR
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fractional source ``(cols, rows)`` of every target pixel centre (or corner).
+    """Fractional source ``(cols, rows)`` of every target pixel centre.
 
     Parameters
     ----------
@@ -165,26 +277,51 @@ def source_coordinates(
     source_transform : affine 6-tuple or ``affine.Affine``
         The source raster's transform (rasterio order). Use a window's transform to get coordinates
         relative to that window.
-    at : {"center", "corner"}
-        ``"center"``: arrays of shape ``target.shape`` for pixel centres ``(i + 0.5, j + 0.5)`` (nearest,
-        bilinear, cubic). ``"corner"``: arrays of shape ``(height + 1, width + 1)`` for pixel corners
-        ``(i, j)`` (the footprints of average, mode, min and max).
+    max_error : float
+        Largest error, in source pixels, allowed when interpolating along each target row instead of
+        transforming every point: GDAL's approximate transformer, which ``rasterio.warp.reproject`` always
+        uses with 0.125 (the default here, so results match rasterio's). 0 transforms every centre
+        exactly with pyproj.
 
     Returns
     -------
-    cols, rows : ndarray of float64
-        Source pixel coordinates: ``(0, 0)`` is the top-left corner of the source's top-left pixel, so
-        pixel ``(r, c)`` spans ``[c, c + 1) x [r, r + 1)``. Points that fail to transform are NaN.
+    cols, rows : ndarray of float64, shape ``target.shape``
+        Source pixel coordinates of the centres ``(i + 0.5, j + 0.5)``: ``(0, 0)`` is the top-left
+        corner of the source's top-left pixel, so pixel ``(r, c)`` spans ``[c, c + 1) x [r, r + 1)``.
+        Points that fail to transform are NaN.
     """
-    if at == "center":
-        px = np.arange(target.width, dtype=np.float64) + 0.5
-        py = np.arange(target.height, dtype=np.float64) + 0.5
-    elif at == "corner":
-        px = np.arange(target.width + 1, dtype=np.float64)
-        py = np.arange(target.height + 1, dtype=np.float64)
-    else:
-        raise PlanError(f"at must be 'center' or 'corner', got {at!r}")
-    return _pixels_to_source(px[np.newaxis, :], py[:, np.newaxis], target, source_crs, source_transform)
+    base = functools.partial(
+        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
+    )
+    px = np.arange(target.width, dtype=np.float64) + 0.5
+    py = np.arange(target.height, dtype=np.float64) + 0.5
+    return _approx_rows(px, py, base, _check_max_error(max_error))
+
+
+def source_footprints(
+    target: Grid, source_crs: str, source_transform, *, max_error: float = DEFAULT_MAX_ERROR
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source coordinates of each target pixel's top-left and bottom-right corners (area methods).
+
+    GDAL's average, mode, min and max take a target pixel's footprint in the source as the box spanned by
+    its top-left corner ``(i, j)`` and bottom-right corner ``(i + 1, j + 1)``, each transformed along its
+    own row (so with ``max_error > 0`` the two corners shared by neighbouring pixels may differ by the
+    interpolation error, as in GDAL). Parameters as :func:`source_coordinates`.
+
+    Returns
+    -------
+    x1, y1, x2, y2 : ndarray of float64, shape ``target.shape``
+        Source ``(col, row)`` of the top-left (``x1, y1``) and bottom-right (``x2, y2``) corners.
+    """
+    base = functools.partial(
+        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
+    )
+    err = _check_max_error(max_error)
+    px = np.arange(target.width, dtype=np.float64)
+    py = np.arange(target.height, dtype=np.float64)
+    x1, y1 = _approx_rows(px, py, base, err)
+    x2, y2 = _approx_rows(px + 1.0, py + 1.0, base, err)
+    return x1, y1, x2, y2
 
 
 def is_pixel_translation(target: Grid, source_crs: str, source_transform) -> bool:
@@ -340,7 +477,8 @@ def required_window(
     """The source window ``(row_off, col_off, height, width)`` a resample needs, clipped to the raster.
 
     ``cols``/``rows`` are source coordinates of target pixel centres (nearest, bilinear, cubic) or, for
-    the area methods, of target pixel corners, both relative to the whole ``width`` x ``height`` raster.
+    the area methods, of target pixel corners (e.g. the concatenated ``x1, x2`` and ``y1, y2`` of
+    :func:`source_footprints`), both relative to the whole ``width`` x ``height`` raster.
     Returns None when no source pixel is needed. Pass ``cols - col_off`` and ``rows - row_off`` with the
     windowed array to :func:`resample`.
     """
@@ -573,10 +711,8 @@ def _filtered(src, src_valid, x, y, method: str, scale: tuple[float, float]):
     return out, wacc >= _FILTER_MIN_WEIGHT
 
 
-def _footprints(ccols, crows, w: int, h: int, scale):
+def _footprints(x1, y1, x2, y2, w: int, h: int, scale):
     """Integer footprint [ix0, ix1) x [iy0, iy1) and its fractional edges for each target pixel."""
-    x1, x2 = ccols[:-1, :-1].ravel(), ccols[1:, 1:].ravel()
-    y1, y2 = crows[:-1, :-1].ravel(), crows[1:, 1:].ravel()
     xs, ys = scale
     mx = 2 * max(1, math.ceil(1.0 / xs))
     my = 2 * max(1, math.ceil(1.0 / ys))
@@ -634,9 +770,9 @@ def _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy: int, ox: int):
     )
 
 
-def _area(src, src_valid, ccols, crows, method: str, scale):
+def _area(src, src_valid, footprints, method: str, scale):
     bands, h, w = src.shape
-    ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(ccols, crows, w, h, scale)
+    ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(*footprints, w, h, scale)
     n = ix0.size
     if method == "mode":
         return _mode(src, src_valid, ok, ix0, ix1, iy0, iy1)
@@ -739,7 +875,7 @@ def resample(
     nodata: float | None = None,
     fill_value: float | None = None,
     scale: tuple[float, float] | None = None,
-    corners: tuple[np.ndarray, np.ndarray] | None = None,
+    footprints: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sample ``source`` at target pixels given by their source coordinates, as GDAL's warper does.
 
@@ -769,11 +905,11 @@ def resample(
         GDAL's kernel scale, target pixels per source pixel on x and y; see :func:`kernel_scale`.
         Below 0.95 bilinear and cubic become GDAL's widened filters. None: estimated from ``cols`` and
         ``rows``.
-    corners : (ndarray, ndarray) or None
-        For average, mode, min and max: source coordinates of the target pixel corners, shape
-        ``(rows + 1, cols + 1)`` (``source_coordinates(..., at="corner")``). A target pixel's footprint
-        is the box spanned by its top-left and bottom-right corners, as in GDAL. None: extrapolated
-        linearly from the centres (exact for affine relations between the grids).
+    footprints : (x1, y1, x2, y2) of ndarray, or None
+        For average, mode, min and max: source coordinates of each target pixel's top-left and
+        bottom-right corners, each of ``cols.shape`` (:func:`source_footprints`). A target pixel's
+        footprint is the box they span, as in GDAL. None: corners extrapolated linearly from the centres
+        (exact when the grids are related by an affine map).
 
     Returns
     -------
@@ -829,16 +965,14 @@ def resample(
     if method == "nearest":
         values, valid = _nearest(src3, valid3, x, y)
     elif method in _AREA_METHODS:
-        if corners is None:
-            ccols, crows = _extrapolate_corners(cols), _extrapolate_corners(rows)
-        else:
-            ccols, crows = (np.asarray(c, dtype=np.float64) for c in corners)
-            ccols = np.where(np.isfinite(ccols), np.clip(ccols, -_FAR, _FAR), np.nan)
-            crows = np.where(np.isfinite(crows), np.clip(crows, -_FAR, _FAR), np.nan)
-            want = (out_shape[0] + 1, out_shape[1] + 1) if len(out_shape) == 2 else None
-            if ccols.shape != want or crows.shape != want:
-                raise PlanError(f"corners must have shape {want}, got {ccols.shape} and {crows.shape}")
-        values, valid = _area(src3, valid3, ccols, crows, method, scale)
+        if footprints is None:
+            cc, cr = _extrapolate_corners(cols), _extrapolate_corners(rows)
+            footprints = (cc[:-1, :-1], cr[:-1, :-1], cc[1:, 1:], cr[1:, 1:])
+        parts = [np.asarray(a, dtype=np.float64) for a in footprints]
+        if len(parts) != 4 or any(a.shape != out_shape for a in parts):
+            raise PlanError(f"footprints must be 4 arrays (x1, y1, x2, y2) of shape {out_shape}")
+        parts = [np.where(np.isfinite(a), np.clip(a, -_FAR, _FAR), np.nan).ravel() for a in parts]
+        values, valid = _area(src3, valid3, parts, method, scale)
     else:
         ok = _centre_pixels(valid3, x, y)[2]
         if scale[0] >= _FOUR_SAMPLE_SCALE and scale[1] >= _FOUR_SAMPLE_SCALE:
@@ -904,24 +1038,26 @@ def warp(
     nodata: float | None = None,
     source_valid: np.ndarray | None = None,
     fill_value: float | None = None,
+    max_error: float = DEFAULT_MAX_ERROR,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp a whole in-memory raster onto ``target``: ``rasterio.warp.reproject`` without GDAL.
 
-    Computes the source coordinates, GDAL's kernel scale and (for the area methods) the pixel corners,
-    switches to nearest when the grids differ by whole pixels (GDAL's translation shortcut), and calls
-    :func:`resample`. ``source`` is the complete raster described by ``source_crs`` and
-    ``source_transform``; parameters are as :func:`resample`.
+    Computes the source coordinates (see :func:`source_coordinates` for ``max_error``), GDAL's kernel
+    scale and, for the area methods, the pixel footprints; switches to nearest when the grids differ by
+    whole pixels (GDAL's translation shortcut); and calls :func:`resample`. ``source`` is the complete
+    raster described by ``source_crs`` and ``source_transform``; other parameters are as
+    :func:`resample`.
     """
     _check_method(method)
     src = np.asarray(source)
     h, w = src.shape[-2:]
     if is_pixel_translation(target, source_crs, source_transform):
         method = "nearest"
-    cols, rows = source_coordinates(target, source_crs, source_transform)
+    cols, rows = source_coordinates(target, source_crs, source_transform, max_error=max_error)
     scale = kernel_scale(target, source_crs, source_transform, w, h, method=method)
-    corners = None
+    footprints = None
     if method in _AREA_METHODS:
-        corners = source_coordinates(target, source_crs, source_transform, at="corner")
+        footprints = source_footprints(target, source_crs, source_transform, max_error=max_error)
     return resample(
         src,
         source_valid,
@@ -931,7 +1067,7 @@ def warp(
         nodata=nodata,
         fill_value=fill_value,
         scale=scale,
-        corners=corners,
+        footprints=footprints,
     )
 
 

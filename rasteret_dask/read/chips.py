@@ -1,0 +1,208 @@
+"""AOI chips on each record's native grid, with rasterio's window and mask rules (DESIGN.md §4).
+
+For a (record, AOI) pair the window is ``rasterio.features.geometry_window`` of the AOI reprojected to
+the record's CRS, and pixels outside ``geometry_mask`` (centre inside, or ``all_touched``) or masked
+(nodata, or the internal mask where the file has one) read as the band's nodata, 0 without one:
+``rasterio.mask.mask(crop=True, filled=True)``. Chips keep the native dtype.
+
+The work is done per partition of the collection: every pair of the partition is planned, then all
+their tiles are fetched and decoded in one go, so a tile two AOIs share is fetched once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import dask_geopandas
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
+from ..errors import PlanError
+from ..geo.aoi import geometry_window, reproject_geometry
+from ..geo.rasterize import geometry_mask
+from ..geo.windows import PixelWindow
+from ..io.config import IOConfig
+from ..tiff.decode import fill_scalar
+from ..tiff.model import TiffHeader
+from .records import BandSource, record_sources
+
+AOI_INDEX = "aoi_index"
+CHIP_COLUMNS = ["record_id", "datetime", "band", "data", "transform", "crs"]
+
+
+@dataclass(frozen=True)
+class _ChipGroup:
+    """Bands of one record read from one file over one window (a chunky file's bands share a read)."""
+
+    bands: tuple[str, ...]
+    read: WindowRead
+    mask_read: WindowRead | None
+    inside: np.ndarray
+    header: TiffHeader
+    transform: tuple[float, ...]
+
+
+def _window_transform(header: TiffHeader, window: PixelWindow) -> tuple[float, ...]:
+    a, b, c, d, e, f = header.geo.transform
+    return (
+        a,
+        b,
+        c + a * window.col_start + b * window.row_start,
+        d,
+        e,
+        f + d * window.col_start + e * window.row_start,
+    )
+
+
+def _plan_pair(
+    aoi: shapely.Geometry, aoi_crs: str, record_crs: str, sources: list[BandSource], all_touched: bool
+) -> list[_ChipGroup]:
+    """Plan the reads of one (record, AOI) pair; empty when the AOI misses every band's pixels."""
+    local = reproject_geometry(aoi, aoi_crs, record_crs)
+    groups: dict[tuple, list[BandSource]] = {}
+    for source in sources:
+        key = (source.url, id(source.header))
+        groups.setdefault(key, []).append(source)
+    planned = []
+    for members in groups.values():
+        header = members[0].header
+        if header.geo.transform is None:
+            continue
+        window = geometry_window(local, header.geo.transform, header.width, header.height)
+        if window is None:
+            continue
+        transform = _window_transform(header, window)
+        inside = geometry_mask(local, transform, (window.height, window.width), all_touched=all_touched)
+        samples = tuple(m.sample for m in members)
+        planned.append(
+            _ChipGroup(
+                bands=tuple(m.band for m in members),
+                read=plan_window_read(members[0].url, header, window, samples=samples),
+                mask_read=plan_mask_read(members[0].url, header, window),
+                inside=inside,
+                header=header,
+                transform=transform,
+            )
+        )
+    return planned
+
+
+def _valid(pixels: np.ndarray, header: TiffHeader, mask: np.ndarray | None) -> np.ndarray:
+    """GDAL's mask band: the internal mask when the file has one, else pixels unequal to nodata."""
+    if mask is not None:
+        return np.broadcast_to(mask[0] > 0, pixels.shape)
+    if header.nodata is None:
+        return np.ones(pixels.shape, dtype=bool)
+    if np.isnan(header.nodata):
+        return ~np.isnan(pixels) if pixels.dtype.kind == "f" else np.ones(pixels.shape, dtype=bool)
+    return pixels != fill_scalar(header.codec, header.nodata)
+
+
+def chips_partition(
+    part: pd.DataFrame,
+    aois: gpd.GeoDataFrame,
+    bands: list[str],
+    all_touched: bool,
+    storage_options: dict | None,
+    config: IOConfig | None,
+    errors: str,
+) -> pd.DataFrame:
+    """Chips of one collection partition against every AOI (CRS84 GeoDataFrame indexed by AOI)."""
+    records = record_sources(part, bands, errors=errors)
+    footprints = np.asarray(part.geometry.array) if len(part) else np.empty(0, dtype=object)
+    tree = shapely.STRtree(np.asarray(aois.geometry.array))
+    aoi_pos, record_pos = (
+        tree.query(footprints, predicate="intersects")[::-1] if len(footprints) else ([], [])
+    )
+    order = np.lexsort((record_pos, aoi_pos)) if len(aoi_pos) else []
+    pairs, reads = [], []
+    for k in order:
+        record = records[record_pos[k]]
+        sources = [s for s in record.bands if s is not None]
+        groups = _plan_pair(aois.geometry.iloc[aoi_pos[k]], "OGC:CRS84", record.crs, sources, all_touched)
+        if groups:
+            pairs.append((aoi_pos[k], record, groups))
+            for g in groups:
+                reads.append(g.read)
+                if g.mask_read is not None:
+                    reads.append(g.mask_read)
+    pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
+    rows = []
+    for aoi_row, record, groups in pairs:
+        for group in groups:
+            data = next(pixels)
+            mask = next(pixels) if group.mask_read is not None else None
+            keep = _valid(data, group.header, mask) & group.inside
+            fill = fill_scalar(group.header.codec, 0 if group.header.nodata is None else group.header.nodata)
+            filled = np.where(keep, data, fill).astype(data.dtype, copy=False)
+            for i, band in enumerate(group.bands):
+                rows.append(
+                    {
+                        AOI_INDEX: aois.index[aoi_row],
+                        "record_id": record.record_id,
+                        "datetime": record.datetime,
+                        "band": band,
+                        "data": filled[i],
+                        "transform": group.transform,
+                        "crs": record.crs,
+                    }
+                )
+    return pd.DataFrame(rows, columns=[AOI_INDEX, *CHIP_COLUMNS])
+
+
+def _with_aoi_columns(chips: pd.DataFrame, aois: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    joined = chips.join(aois, on=AOI_INDEX)
+    return gpd.GeoDataFrame(joined, geometry=aois.geometry.name, crs=aois.crs)
+
+
+def chips_frame(
+    frame,
+    aois: gpd.GeoDataFrame,
+    bands: list[str],
+    *,
+    all_touched: bool = False,
+    storage_options: dict | None = None,
+    config: IOConfig | None = None,
+    errors: str = "warn",
+):
+    """A lazy dask-geopandas frame of chips: one row per (record, AOI, band), see ``Collection.get_gdf``."""
+    clash = sorted(set(aois.columns) & {AOI_INDEX, *CHIP_COLUMNS})
+    if clash:
+        raise PlanError(f"AOI column(s) {clash} clash with chip columns; rename them first")
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in [AOI_INDEX, *CHIP_COLUMNS]})
+    empty["datetime"] = pd.Series(dtype="datetime64[us, UTC]")
+    empty[AOI_INDEX] = pd.Series(dtype="int64")
+    meta = _with_aoi_columns(empty, aois.iloc[:0])
+    shared = dask.delayed(aois, pure=True)
+
+    def run(part, aois_value):
+        chips = chips_partition(part, aois_value, bands, all_touched, storage_options, config, errors)
+        return _with_aoi_columns(chips.astype({AOI_INDEX: "int64"}), aois_value)
+
+    out = frame.map_partitions(run, shared, meta=meta, align_dataframes=False)
+    return dask_geopandas.from_dask_dataframe(out, geometry=aois.geometry.name)
+
+
+def stack_chips(chips: pd.DataFrame, bands: list[str]) -> np.ndarray:
+    """Chips as one array: ``[N, C, H, W]`` (``[N, H, W]`` for one band), N by AOI, then datetime, then id."""
+    if chips.empty:
+        raise PlanError("no record intersects the AOIs: nothing to read")
+    ordered = chips.sort_values([AOI_INDEX, "datetime", "record_id"], kind="stable")
+    stacks = []
+    for _, pair in ordered.groupby([AOI_INDEX, "datetime", "record_id"], sort=False):
+        by_band = dict(zip(pair["band"], pair["data"], strict=True))
+        if any(b not in by_band for b in bands):
+            continue  # a band without pixels here (no header, or outside its grid)
+        stacks.append([by_band[b] for b in bands])
+    shapes = {a.shape for chip in stacks for a in chip}
+    if len(shapes) > 1:
+        raise PlanError(
+            f"chips have different shapes {sorted(shapes)[:4]} (AOIs of different sizes, or bands of different"
+            " resolutions): use get_gdf for ragged chips, or get_xarray(crs=..., resolution=...) for one grid"
+        )
+    array = np.asarray(stacks)
+    return array[:, 0] if len(bands) == 1 else array
