@@ -40,9 +40,9 @@ def aoi_polygons(geometries) -> list[shapely.Polygon]:
 
     Parameters
     ----------
-    geometries : shapely geometry, GeoJSON-like mapping, or iterable of those
+    geometries : shapely geometry, GeoJSON-like mapping, or iterable of those (a list, an array, a GeoSeries)
         Polygons, MultiPolygons and GeometryCollections of them (nested collections are flattened).
-        Empty geometries contribute nothing.
+        Empty geometries and None contribute nothing.
 
     Returns
     -------
@@ -54,18 +54,18 @@ def aoi_polygons(geometries) -> list[shapely.Polygon]:
         For points and lines (they have no area: read their pixels with ``sample_points``) and for
         anything that is not a geometry.
     """
-    if (
-        isinstance(geometries, BaseGeometry)
-        or isinstance(geometries, dict)
-        or hasattr(geometries, "__geo_interface__")
-    ):
+    if geometries is None:
+        return []
+    if isinstance(geometries, (BaseGeometry, dict)):
         items: Iterable = [geometries]
     elif isinstance(geometries, Iterable) and not isinstance(geometries, (str, bytes)):
         items = geometries
+    elif hasattr(geometries, "__geo_interface__"):
+        items = [geometries]
     else:
         raise PlanError(f"geometries must be a geometry or an iterable of geometries, got {geometries!r}")
     out: list[shapely.Polygon] = []
-    stack = [_as_geometry(g) for g in items][::-1]
+    stack = [_as_geometry(g) for g in items if g is not None][::-1]
     while stack:
         geom = stack.pop()
         if geom.geom_type not in _POLYGONAL:

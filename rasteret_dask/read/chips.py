@@ -26,9 +26,9 @@ from ..geo.aoi import geometry_window, reproject_geometry
 from ..geo.rasterize import geometry_mask
 from ..geo.windows import PixelWindow
 from ..io.config import IOConfig
-from ..tiff.decode import fill_scalar
 from ..tiff.model import TiffHeader
 from .records import BandSource, record_sources
+from .validity import band_fill, valid_pixels
 
 AOI_INDEX = "aoi_index"
 CHIP_COLUMNS = ["record_id", "datetime", "band", "data", "transform", "crs"]
@@ -91,17 +91,6 @@ def _plan_pair(
     return planned
 
 
-def _valid(pixels: np.ndarray, header: TiffHeader, mask: np.ndarray | None) -> np.ndarray:
-    """GDAL's mask band: the internal mask when the file has one, else pixels unequal to nodata."""
-    if mask is not None:
-        return np.broadcast_to(mask[0] > 0, pixels.shape)
-    if header.nodata is None:
-        return np.ones(pixels.shape, dtype=bool)
-    if np.isnan(header.nodata):
-        return ~np.isnan(pixels) if pixels.dtype.kind == "f" else np.ones(pixels.shape, dtype=bool)
-    return pixels != fill_scalar(header.codec, header.nodata)
-
-
 def chips_partition(
     part: pd.DataFrame,
     aois: gpd.GeoDataFrame,
@@ -136,9 +125,8 @@ def chips_partition(
         for group in groups:
             data = next(pixels)
             mask = next(pixels) if group.mask_read is not None else None
-            keep = _valid(data, group.header, mask) & group.inside
-            fill = fill_scalar(group.header.codec, 0 if group.header.nodata is None else group.header.nodata)
-            filled = np.where(keep, data, fill).astype(data.dtype, copy=False)
+            keep = valid_pixels(data, group.header, mask) & group.inside
+            filled = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
             for i, band in enumerate(group.bands):
                 rows.append(
                     {

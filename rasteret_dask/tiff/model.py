@@ -7,7 +7,8 @@ to a CRS. Overview and mask levels share the full-resolution georeferencing, sca
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class GeoReference:
     model_transformation: tuple[float, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TiffHeader:
     """A parsed GeoTIFF/COG header.
 
@@ -147,6 +148,20 @@ class TiffHeader:
     @property
     def height(self) -> int:
         return self.levels[0].height
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TiffHeader):
+            return NotImplemented
+        names = [f.name for f in fields(self) if f.name != "nodata"]
+        same_nodata = self.nodata == other.nodata or (
+            self.nodata is not None
+            and other.nodata is not None
+            and math.isnan(self.nodata)
+            and math.isnan(other.nodata)
+        )
+        return same_nodata and all(getattr(self, n) == getattr(other, n) for n in names)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def plane_of_sample(self, sample: int) -> int:
         """The tile plane holding ``sample`` (0-based) in the stored tile arrays."""

@@ -78,7 +78,8 @@ def mirror(stac_world, s3_server, sas_server, tmp_path_factory):
         assets["thumbnail"] = {"href": http + f"{sc.id}.jpg", "type": "image/jpeg"}
         by_collection.setdefault("sentinel-2-l2a", []).append(_item(S, sc, "sentinel-2-l2a", assets))
         files[sc.id] = {
-            code: root / sc.files[es_s2[key]] for code, key in zip(["B02", "B03", "B04", "B08"], es_s2, strict=True)
+            code: root / sc.files[es_s2[key]]
+            for code, key in zip(["B02", "B03", "B04", "B08"], es_s2, strict=True)
         }
     expect["earthsearch/sentinel-2-l2a"] = SimpleNamespace(
         bands=["B02", "B03", "B04", "B08"], files=files, options={}, index={}

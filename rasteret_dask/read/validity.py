@@ -1,0 +1,29 @@
+"""Which pixels of a read are valid: GDAL's mask band rules, shared by every read surface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tiff.decode import fill_scalar
+from ..tiff.model import TiffHeader
+
+
+def valid_pixels(pixels: np.ndarray, header: TiffHeader, mask: np.ndarray | None) -> np.ndarray:
+    """GDAL's mask band: the internal mask where the file has one, else pixels unequal to nodata.
+
+    ``mask`` is the ``(1, rows, cols)`` result of a mask read (1 valid, 0 masked) or None.
+    """
+    if mask is not None:
+        return np.broadcast_to(mask[0] > 0, pixels.shape)
+    if header.nodata is None:
+        return np.ones(pixels.shape, dtype=bool)
+    if np.isnan(header.nodata):
+        return ~np.isnan(pixels) if pixels.dtype.kind == "f" else np.ones(pixels.shape, dtype=bool)
+    return pixels != fill_scalar(header.codec, header.nodata)
+
+
+def band_fill(header: TiffHeader, fill_value: float | None = None) -> np.generic:
+    """What an invalid output pixel holds: ``fill_value`` if given, else the band's nodata, else 0."""
+    if fill_value is not None:
+        return np.asarray(fill_value).astype(header.dtype)[()]
+    return fill_scalar(header.codec, 0 if header.nodata is None else header.nodata)
