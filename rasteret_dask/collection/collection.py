@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import dask
+import dask.array as da
 import dask_geopandas
 import geopandas as gpd
 import numpy as np
@@ -16,7 +17,11 @@ import shapely
 from ..errors import CollectionError, PlanError, SchemaError
 from ..io.config import IOConfig
 from ..read.aois import normalise_aois
+from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips
+from ..read.grids import choose_grid
+from ..read.records import record_sources
+from ..read.stack import check_methods
 from . import filters
 from .schema import (
     CRS_COLUMN,
@@ -291,6 +296,130 @@ class Collection:
             config=config,
         ).compute()
         return stack_chips(chips, bands)
+
+    def _stack(
+        self,
+        geometries,
+        bands,
+        *,
+        bbox,
+        crs,
+        resolution,
+        chunks,
+        resampling,
+        groupby,
+        fuse,
+        fill_value,
+        geometry_crs,
+        errors,
+        config,
+    ):
+        bands = self._check_bands(bands)
+        check_methods(resampling, fuse)
+        aoi = None
+        if geometries is not None:
+            aoi = shapely.union_all(np.asarray(normalise_aois(geometries, geometry_crs).geometry.array))
+        if bbox is not None:
+            box = normalise_aois(tuple(bbox), geometry_crs).geometry.iloc[0]
+            aoi = box if aoi is None else shapely.intersection(aoi, box)
+        selected = self.subset(geometries=[aoi]) if aoi is not None else self
+        frame = selected.frame.compute().sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
+        if frame.empty:
+            raise PlanError("no record of the collection overlaps the requested area")
+        records = record_sources(frame, bands, errors=errors)
+        grid = choose_grid(records, aoi, crs=crs, resolution=resolution)
+        steps = time_steps(records, groupby, frame)
+        stack = build_stack(
+            records,
+            bands,
+            grid,
+            steps,
+            chunks=chunks,
+            resampling=resampling,
+            fuse=fuse,
+            fill_value=fill_value,
+            storage_options=self.storage_options,
+            config=config,
+        )
+        return stack, aoi
+
+    def get_xarray(
+        self,
+        geometries=None,
+        *,
+        bands,
+        bbox=None,
+        crs=None,
+        resolution=None,
+        chunks=None,
+        resampling: str = "nearest",
+        groupby=None,
+        fuse: str = "first",
+        all_touched: bool = False,
+        fill_value=None,
+        explain: bool = False,
+        geometry_crs=None,
+        errors: str = "warn",
+        config: IOConfig | None = None,
+    ):
+        """A lazy ``xarray.Dataset``: one variable per band, dims ``(time, y, x)``, backed by dask.
+
+        Building it sends no request: the grid and the read plan come from the cached headers.
+
+        Parameters
+        ----------
+        geometries, bbox
+            The area to read (AOIs as for :meth:`get_gdf`; ``bbox`` as ``(west, south, east, north)``), in
+            ``geometry_crs`` (EPSG:4326 by default). Pixels outside ``geometries`` get the fill value
+            (``all_touched`` as in rasterio). Neither: every record's full extent.
+        crs, resolution
+            The output grid: the area's bounds in ``crs`` snapped outward to whole pixels of
+            ``resolution`` (CRS units). Without them: the records' native grid when they share one, else
+            the CRS covering most of the area at the finest resolution there (with a warning).
+        chunks
+            ``{"time": ..., "y": ..., "x": ...}``; default: whole source tiles, one time step per chunk.
+        resampling
+            nearest, bilinear, cubic, average, mode, min or max, used where a record is not on the output
+            grid (nodata never bleeds). Coarser outputs read the overview GDAL's warper would choose.
+        groupby, fuse
+            Merge records into time steps (None, "time", "solar_day", a column, or a callable on a
+            record row) with first/last valid pixel in (datetime, id) order, or min/max/mean/median.
+        fill_value
+            Value of pixels nothing valid covers; default the band's nodata, else 0 (``_FillValue``).
+        explain
+            Return the read plan (a pandas DataFrame per record and band: chunks, tiles, GETs, bytes,
+            with totals) instead of data.
+        """
+        stack, aoi = self._stack(
+            geometries,
+            bands,
+            bbox=bbox,
+            crs=crs,
+            resolution=resolution,
+            chunks=chunks,
+            resampling=resampling,
+            groupby=groupby,
+            fuse=fuse,
+            fill_value=fill_value,
+            geometry_crs=geometry_crs,
+            errors=errors,
+            config=config,
+        )
+        if explain:
+            return stack.explain(config)
+        ds = to_dataset(stack)
+        if geometries is not None:
+            ds = mask_outside(ds, stack, aoi, all_touched=all_touched)
+        return ds
+
+    def get_dask_array(self, geometries=None, *, bands, **kwargs):
+        """The same read as :meth:`get_xarray`, as one dask array ``(time, band, y, x)``.
+
+        Bands of different dtypes are promoted to a common one (numpy's rules).
+        """
+        ds = self.get_xarray(geometries, bands=bands, **kwargs)
+        bands = [bands] if isinstance(bands, str) else list(bands)
+        return da.stack([ds[b].data for b in bands], axis=1)
 
     def header_column(self, band: str) -> str:
         """The name of ``band``'s metadata column; raises when the band does not exist."""

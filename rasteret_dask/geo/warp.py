@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pyproj import CRS, Transformer
@@ -77,6 +78,10 @@ _FOUR_SAMPLE_SCALE = 0.95
 _MODE_BLOCK = 1 << 22
 # Coordinates are clipped to +-this before integer casts (far outside any raster a TIFF can describe).
 _FAR = float(1 << 40)
+# Points per edge GDAL samples to find a chunk's source window (DEFAULT_STEP_COUNT).
+_STEP_COUNT = 21
+# GDAL's default warp memory (dfWarpMemoryLimit); rasterio.warp.reproject keeps it (warp_mem_limit=0).
+_WARP_MEMORY_LIMIT = 64.0 * 1024 * 1024
 # GDAL's (and rasterio.warp.reproject's) default error of the approximate coordinate transformer, pixels.
 DEFAULT_MAX_ERROR = 0.125
 
@@ -290,9 +295,7 @@ def source_coordinates(
         corner of the source's top-left pixel, so pixel ``(r, c)`` spans ``[c, c + 1) x [r, r + 1)``.
         Points that fail to transform are NaN.
     """
-    base = functools.partial(
-        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
-    )
+    base = _base_transform(target, source_crs, source_transform)
     px = np.arange(target.width, dtype=np.float64) + 0.5
     py = np.arange(target.height, dtype=np.float64) + 0.5
     return _approx_rows(px, py, base, _check_max_error(max_error))
@@ -313,9 +316,7 @@ def source_footprints(
     x1, y1, x2, y2 : ndarray of float64, shape ``target.shape``
         Source ``(col, row)`` of the top-left (``x1, y1``) and bottom-right (``x2, y2``) corners.
     """
-    base = functools.partial(
-        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
-    )
+    base = _base_transform(target, source_crs, source_transform)
     err = _check_max_error(max_error)
     px = np.arange(target.width, dtype=np.float64)
     py = np.arange(target.height, dtype=np.float64)
@@ -355,6 +356,118 @@ def _snap_scale(scale: float) -> float:
     return scale
 
 
+@dataclass(frozen=True)
+class _SourceWindow:
+    """GDAL's source window for one warp chunk (``GDALWarpOperation::ComputeSourceWindow``)."""
+
+    x_off: int
+    y_off: int
+    x_size: int
+    y_size: int
+    x_extra: float
+    y_extra: float
+    fill_ratio: float
+
+    @property
+    def empty(self) -> bool:
+        return self.x_size <= 0 or self.y_size <= 0
+
+
+_EMPTY_WINDOW = _SourceWindow(0, 0, 0, 0, 0.0, 0.0, 0.0)
+
+
+def _edge_samples(dx: int, dy: int, dw: int, dh: int, every_pixel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """GDAL's sample points on the outline of a target window, in target pixel coordinates."""
+    if every_pixel:
+        ix = np.arange(dw + 1, dtype=np.float64) + dx
+        iy = np.arange(1, dh, dtype=np.float64) + dy
+        xs = np.concatenate([ix, ix, np.full(iy.size, float(dx)), np.full(iy.size, float(dx + dw))])
+        ys = np.concatenate([np.full(ix.size, float(dy)), np.full(ix.size, float(dy + dh)), iy, iy])
+        return xs, ys
+    ratios, ratio, step = [], 0.0, 1.0 / (_STEP_COUNT - 1)
+    while ratio <= 1.0 + step * 0.5:  # accumulated as GDAL does, rounding included
+        ratios.append(ratio)
+        ratio += step
+    r = np.array(ratios)
+    along_x, along_y = r * dw + dx, r * dh + dy
+    xs = np.concatenate([along_x, along_x, np.full(r.size, float(dx)), np.full(r.size, float(dx + dw))])
+    ys = np.concatenate([np.full(r.size, float(dy)), np.full(r.size, float(dy + dh)), along_y, along_y])
+    return xs, ys
+
+
+def _source_window(
+    base, dst: tuple[int, int, int, int], src_w: int, src_h: int, radius: int
+) -> _SourceWindow:
+    """The source window GDAL reads for target window ``dst`` = (x_off, y_off, width, height).
+
+    ``base`` maps target pixel coordinates to source pixel coordinates; ``radius`` is the kernel's
+    (0 for the translation shortcut).
+    """
+    dx, dy, dw, dh = dst
+    corners = base(
+        np.array([dx, dx + dw, dx, dx + dw], dtype=np.float64),
+        np.array([dy, dy, dy + dh, dy + dh], dtype=np.float64),
+    )
+    every_pixel = not (np.isfinite(corners[0]).all() and np.isfinite(corners[1]).all())
+    sx, sy = base(*_edge_samples(dx, dy, dw, dh, every_pixel))
+    ok = np.isfinite(sx) & np.isfinite(sy)
+    failed = int((~ok).sum())
+    if failed > ok.size - 5:
+        return _EMPTY_WINDOW
+    sx, sy = sx[ok], sy[ok]
+
+    def near_int(v: float) -> float:
+        r = round(v)
+        return float(r) if abs(r - v) < 1e-6 else float(v)
+
+    xmin, xmax = near_int(float(sx.min())), near_int(float(sx.max()))
+    ymin, ymax = near_int(float(sy.min())), near_int(float(sy.max()))
+    if xmin > src_w or xmax < 0 or ymin > src_h or ymax < 0:
+        return _EMPTY_WINDOW
+
+    def axis(lo: float, hi: float, n_dst: int, n_src: int) -> tuple[int, int, float, int]:
+        span = hi - lo
+        window_scale = max(1e-3, n_dst / span) if span > 0 else math.inf
+        pad = math.ceil(radius / window_scale) if window_scale < _FOUR_SAMPLE_SCALE else radius
+        if failed:
+            pad += 10
+        lo_c = int(max(0.0, lo))
+        hi_c = int(min(math.ceil(hi), float(n_src)))
+        raw = max(0.0, min(float(n_src - lo_c), span))
+        if hi_c - lo_c > 0.9 * n_src:
+            off, size = 0, n_src
+        else:
+            off = max(0, min(lo_c - pad, n_src))
+            size = max(0, min(n_src - off, hi_c - off + pad))
+        return off, size, size - raw, pad
+
+    x_off, x_size, x_extra, x_pad = axis(xmin, xmax, dw, src_w)
+    y_off, y_size, y_extra, y_pad = axis(ymin, ymax, dh, src_h)
+    fill = x_size * y_size / max(1.0, (xmax - xmin + 2 * x_pad) * (ymax - ymin + 2 * y_pad))
+    return _SourceWindow(x_off, y_off, x_size, y_size, x_extra, y_extra, fill)
+
+
+def _window_scale(dw: int, dh: int, window: _SourceWindow) -> tuple[float, float]:
+    """GDAL's kernel scale for a chunk (``GDALWarpKernel::PerformWarp``)."""
+
+    def axis(n_dst: int, size: int, extra: float) -> float:
+        raw = size - extra
+        if size <= 0 or raw <= 0:
+            return 1.0
+        scale = n_dst / raw
+        if n_dst <= size <= n_dst + extra:
+            scale = 1.0
+        return _snap_scale(scale)
+
+    return (axis(dw, window.x_size, window.x_extra), axis(dh, window.y_size, window.y_extra))
+
+
+def _base_transform(target: Grid, source_crs: str, source_transform):
+    return functools.partial(
+        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
+    )
+
+
 def kernel_scale(
     target: Grid,
     source_crs: str,
@@ -369,9 +482,10 @@ def kernel_scale(
     It decides whether bilinear and cubic use their 2 x 2 / 4 x 4 formulas (scale >= 0.95 on both axes)
     or filters widened by ``1 / scale`` (downsampling), and the footprint margins of the area methods.
     GDAL computes it once per warp chunk (``GDALWarpOperation::ComputeSourceWindow`` and
-    ``GDALWarpKernel::PerformWarp``); this reproduces that computation for a chunk equal to ``target``:
+    ``GDALWarpKernel::PerformWarp``); this reproduces that computation for a chunk equal to ``target``
+    (pass :meth:`Grid.window_grid` of a larger grid for one chunk of it):
 
-    1. the target chunk's outline (21 points per edge; every edge pixel corner when a corner fails to
+    1. the chunk's outline (21 points per edge; every edge pixel corner when a corner fails to
        transform) goes to source pixel coordinates; their extent, rounded to integers within 1e-6, is
        the raw source window;
     2. the raw width is clipped to the raster (``min(width - floor(max(0, xmin)), xmax - xmin)``), and the
@@ -379,71 +493,59 @@ def kernel_scale(
     3. the scale is 1 when the padded integer source window is at least as wide as the target but the raw
        one is not; below 1, a factor within 0.05 of a whole number ``n`` becomes exactly ``1 / n``.
 
-    GDAL's special cases for grids wrapping the antimeridian (``XSCALE=FROM_GRID_SAMPLING`` when the y
-    scale is 100 times the x scale) and for points near projection singularities are not reproduced.
-    GDAL 3.13 replaced this rule; rasterio 1.4's GDAL uses it. When the target lies wholly outside the
-    source, GDAL warps nothing and this returns ``(1.0, 1.0)``.
+    Because of step 2 a chunk that reaches beyond the source's edge gets a larger scale than the grids'
+    resolution ratio (GDAL 3.13 changed this rule; rasterio 1.4's GDAL 3.10 uses it). GDAL's special
+    cases for grids wrapping the antimeridian (``XSCALE=FROM_GRID_SAMPLING``) and for points near
+    projection singularities are not reproduced. When the chunk lies wholly outside the source GDAL warps
+    nothing and this returns ``(1.0, 1.0)``.
     """
     _check_method(method)
-    width, height = target.width, target.height
-    transform_points = functools.partial(
-        _pixels_to_source, target=target, source_crs=source_crs, source_transform=source_transform
-    )
-    corner_x = np.array([0.0, width, 0.0, width])
-    corner_y = np.array([0.0, 0.0, height, height])
-    cx, cy = transform_points(corner_x, corner_y)
-    if np.isfinite(cx).all() and np.isfinite(cy).all():
-        ratios, ratio, step = [], 0.0, 1.0 / 20
-        while ratio <= 1.0 + step * 0.5:  # accumulated as GDAL does, rounding included
-            ratios.append(ratio)
-            ratio += step
-        r = np.array(ratios)
-        ex = np.concatenate([r * width, r * width, np.zeros_like(r), np.full_like(r, width)])
-        ey = np.concatenate([np.zeros_like(r), np.full_like(r, height), r * height, r * height])
-    else:
-        ix, iy = np.arange(width + 1, dtype=np.float64), np.arange(1, height, dtype=np.float64)
-        ex = np.concatenate([ix, ix, np.zeros_like(iy), np.full_like(iy, width)])
-        ey = np.concatenate([np.zeros_like(ix), np.full_like(ix, height), iy, iy])
-    sx, sy = transform_points(ex, ey)
-    ok = np.isfinite(sx) & np.isfinite(sy)
-    failed = int((~ok).sum())
-    if failed > ok.size - 5:
+    base = _base_transform(target, source_crs, source_transform)
+    radius = 0 if is_pixel_translation(target, source_crs, source_transform) else _FILTER_RADIUS[method]
+    window = _source_window(base, (0, 0, target.width, target.height), source_width, source_height, radius)
+    if window.empty:
         return (1.0, 1.0)
-    sx, sy = sx[ok], sy[ok]
+    return _window_scale(target.width, target.height, window)
 
-    def near_int(v: float) -> float:
-        r = round(v)
-        return float(r) if abs(r - v) < 1e-6 else float(v)
 
-    xmin, xmax = near_int(float(sx.min())), near_int(float(sx.max()))
-    ymin, ymax = near_int(float(sy.min())), near_int(float(sy.max()))
-    if xmin > source_width or xmax < 0 or ymin > source_height or ymax < 0:
-        return (1.0, 1.0)
-    translation = is_pixel_translation(target, source_crs, source_transform)
-    radius = 0 if translation else _FILTER_RADIUS[method]
+def _gdal_chunks(
+    base,
+    target: Grid,
+    src_w: int,
+    src_h: int,
+    radius: int,
+    src_pixel_bits: int,
+    dst_pixel_bits: int,
+) -> list[tuple[tuple[int, int, int, int], _SourceWindow]]:
+    """GDAL's warp chunks (``CollectChunkListInternal``) for a MEM destination, rasterio's case.
 
-    def axis(lo: float, hi: float, n_dst: int, n_src: int) -> float:
-        window_scale = max(1e-3, n_dst / (hi - lo)) if hi > lo else 1e3
-        pad = math.ceil(radius / window_scale) if window_scale < _FOUR_SAMPLE_SCALE else radius
-        if failed:
-            pad += 10
-        lo_c = int(max(0.0, lo))
-        hi_c = int(min(math.ceil(hi), float(n_src)))
-        raw = max(0.0, min(float(n_src - lo_c), hi - lo))
-        if hi_c - lo_c > 0.9 * n_src:
-            size = n_src
-        else:
-            off = max(0, min(lo_c - pad, n_src))
-            size = max(0, min(n_src - off, hi_c - off + pad))
-        extra = size - raw
-        if size <= 0 or raw <= 0:
-            return 1.0
-        scale = n_dst / (size - extra)
-        if n_dst <= size <= n_dst + extra:
-            scale = 1.0
-        return _snap_scale(scale)
+    A target window is halved along its longer side (x on ties goes to y) while its working memory
+    exceeds GDAL's default 64 MiB, or while it reads under half of its clamped source window and is
+    more than 100 pixels on a side (the source fill-ratio heuristic); chunks run top to bottom, then
+    left to right.
+    """
+    chunks: list[tuple[tuple[int, int, int, int], _SourceWindow]] = []
 
-    return (axis(xmin, xmax, width, source_width), axis(ymin, ymax, height, source_height))
+    def collect(dx: int, dy: int, dw: int, dh: int) -> None:
+        window = _source_window(base, (dx, dy, dw, dh), src_w, src_h, radius)
+        memory = (src_pixel_bits * window.x_size * window.y_size + dst_pixel_bits * dw * dh) / 8.0
+        if (memory > _WARP_MEMORY_LIMIT and (dw > 2 or dh > 2)) or (
+            0 < window.fill_ratio < 0.5 and (dw > 100 or dh > 100)
+        ):
+            if dw > dh:
+                half = dw // 2
+                collect(dx, dy, half, dh)
+                collect(dx + half, dy, dw - half, dh)
+            else:
+                half = dh // 2
+                collect(dx, dy, dw, half)
+                collect(dx, dy + half, dw, dh - half)
+            return
+        chunks.append(((dx, dy, dw, dh), window))
+
+    collect(0, 0, target.width, target.height)
+    chunks.sort(key=lambda c: (c[0][1], c[0][0]))
+    return chunks
 
 
 def _estimate_scale(cols: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
@@ -1040,35 +1142,82 @@ def warp(
     fill_value: float | None = None,
     max_error: float = DEFAULT_MAX_ERROR,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp a whole in-memory raster onto ``target``: ``rasterio.warp.reproject`` without GDAL.
+    """Warp a whole in-memory raster onto ``target``: ``rasterio.warp.reproject``, step for step, in numpy.
 
-    Computes the source coordinates (see :func:`source_coordinates` for ``max_error``), GDAL's kernel
-    scale and, for the area methods, the pixel footprints; switches to nearest when the grids differ by
-    whole pixels (GDAL's translation shortcut); and calls :func:`resample`. ``source`` is the complete
-    raster described by ``source_crs`` and ``source_transform``; other parameters are as
-    :func:`resample`.
+    ``source`` is the complete raster (``(rows, cols)`` or ``(bands, rows, cols)``) that ``source_crs``
+    and ``source_transform`` place; other parameters are as :func:`resample` and
+    :func:`source_coordinates`. As GDAL's warper does for rasterio, this
+
+    * switches to nearest when the grids differ by whole pixels (the translation shortcut);
+    * splits the target into GDAL's warp chunks (64 MiB of working memory, source fill ratio >= 0.5);
+    * for each chunk, reads GDAL's source window, computes GDAL's kernel scale, transforms the chunk's
+      pixel centres (or footprint corners) row by row, and resamples.
+
+    Returns ``(values, valid)`` as :func:`resample` does, on ``target``'s shape.
     """
     _check_method(method)
     src = np.asarray(source)
-    h, w = src.shape[-2:]
+    if src.ndim not in (2, 3) or 0 in src.shape:
+        raise PlanError(f"source must be a non-empty 2-D or 3-D array, got shape {src.shape}")
+    if src.dtype.kind not in "iuf":
+        raise PlanError(f"cannot resample arrays of dtype {src.dtype}")
+    err = _check_max_error(max_error)
+    src3 = src[np.newaxis] if src.ndim == 2 else src
+    bands, src_h, src_w = src3.shape
+    valid3 = None
+    if source_valid is not None:
+        valid3 = np.asarray(source_valid, dtype=bool)
+        if valid3.ndim == 2:
+            valid3 = valid3[np.newaxis]
+        if valid3.shape[1:] != (src_h, src_w) or valid3.shape[0] not in (1, bands):
+            raise PlanError(f"source_valid has shape {np.shape(source_valid)}; it must match the source")
     if is_pixel_translation(target, source_crs, source_transform):
-        method = "nearest"
-    cols, rows = source_coordinates(target, source_crs, source_transform, max_error=max_error)
-    scale = kernel_scale(target, source_crs, source_transform, w, h, method=method)
-    footprints = None
-    if method in _AREA_METHODS:
-        footprints = source_footprints(target, source_crs, source_transform, max_error=max_error)
-    return resample(
-        src,
-        source_valid,
-        cols,
-        rows,
-        method=method,
-        nodata=nodata,
-        fill_value=fill_value,
-        scale=scale,
-        footprints=footprints,
+        method, radius = "nearest", 0
+    else:
+        radius = _FILTER_RADIUS[method]
+    base = _base_transform(target, source_crs, source_transform)
+    dst_nodata = fill_value if fill_value is not None else nodata
+    fill = _fill_scalar(dst_nodata if dst_nodata is not None else 0, src3.dtype)
+    bits = src3.dtype.itemsize * 8 * bands
+    chunks = _gdal_chunks(
+        base,
+        target,
+        src_w,
+        src_h,
+        radius,
+        bits + (bands if nodata is not None else 0),
+        bits + (bands if dst_nodata is not None else 0),
     )
+    out = np.full((bands, target.height, target.width), fill, dtype=src3.dtype)
+    out_valid = np.zeros(out.shape, dtype=bool)
+    for (dx, dy, dw, dh), window in chunks:
+        if window.empty:
+            continue
+        ys = slice(window.y_off, window.y_off + window.y_size)
+        xs = slice(window.x_off, window.x_off + window.x_size)
+        footprints = None
+        if method in _AREA_METHODS:
+            px, py = np.arange(dw, dtype=np.float64) + dx, np.arange(dh, dtype=np.float64) + dy
+            x1, y1 = _approx_rows(px, py, base, err)
+            x2, y2 = _approx_rows((np.arange(dw) + 1.0) + dx, (np.arange(dh) + 1.0) + dy, base, err)
+            footprints = (x1 - window.x_off, y1 - window.y_off, x2 - window.x_off, y2 - window.y_off)
+        cols, rows = _approx_rows((np.arange(dw) + 0.5) + dx, (np.arange(dh) + 0.5) + dy, base, err)
+        values, valid = resample(
+            src3[:, ys, xs],
+            None if valid3 is None else valid3[:, ys, xs],
+            cols - window.x_off,
+            rows - window.y_off,
+            method=method,
+            nodata=nodata,
+            fill_value=fill_value,
+            scale=_window_scale(dw, dh, window),
+            footprints=footprints,
+        )
+        out[:, dy : dy + dh, dx : dx + dw] = values
+        out_valid[:, dy : dy + dh, dx : dx + dw] = valid
+    if src.ndim == 2:
+        return out[0], out_valid[0]
+    return out, out_valid
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ Storage options keys (removed before the options reach a storage adapter):
 
 A :class:`Signer` has ``async sign(url) -> url`` and ``async close()``. Signers are created once per
 event loop and options (so their token caches are shared by every task of a process) and closed with the
-loop's storage adapters. ``sign`` raises :class:`~rasteret_dask.io.stores.StoreError` when it cannot
-sign; the reader retries it like a failed GET when ``retryable`` is set.
+loop's storage adapters (:func:`~rasteret_dask.io.stores.close_stores`, and at exit). ``sign`` raises
+:class:`~rasteret_dask.io.stores.StoreError` when it cannot sign; the reader retries it like a failed
+GET when ``retryable`` is set.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlsplit
 
 from .config import KiB
-from .loop import loop_state, on_shutdown
+from .loop import loop_state
 from .stores import SIGNING_KEYS, StoreError, _describe, _freeze
 
 SIGNER_KEY, SIGNER_OPTIONS_KEY = SIGNING_KEYS
@@ -113,14 +114,6 @@ async def get_signer(storage_options: dict | None) -> Signer | None:
         check_options(options)
         signer = signers[key] = _factory(spec)(extra)
     return signer
-
-
-async def _close_signers(state: dict) -> None:
-    for signer in state.pop("signers", {}).values():
-        await signer.close()
-
-
-on_shutdown(_close_signers)
 
 
 # ------------------------------------------------------------------------------- Planetary Computer

@@ -596,10 +596,12 @@ async def _close_stores(state: dict) -> None:
     for task in stores.values():
         if task.done() and not task.cancelled() and task.exception() is None:
             await task.result().close()
+    for signer in state.pop("signers", {}).values():  # URL signers (io.signing) hold sessions too
+        await signer.close()
 
 
 async def close_stores() -> None:
-    """Close and forget the adapters of the running loop (its HTTP sessions).
+    """Close and forget the adapters and URL signers of the running loop (their HTTP sessions).
 
     The process's own I/O loop does this at exit; call it before closing an event loop of your own
     on which ``*_async`` functions ran, to avoid "unclosed client session" warnings.

@@ -125,7 +125,7 @@ def chips_partition(
         for group in groups:
             data = next(pixels)
             mask = next(pixels) if group.mask_read is not None else None
-            keep = valid_pixels(data, group.header, mask) & group.inside
+            keep = valid_pixels(data, group.header.nodata, group.read.codec, mask) & group.inside
             filled = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
             for i, band in enumerate(group.bands):
                 rows.append(

@@ -5,21 +5,24 @@ from __future__ import annotations
 import numpy as np
 
 from ..tiff.decode import fill_scalar
-from ..tiff.model import TiffHeader
+from ..tiff.model import TiffHeader, TileCodec
 
 
-def valid_pixels(pixels: np.ndarray, header: TiffHeader, mask: np.ndarray | None) -> np.ndarray:
+def valid_pixels(
+    pixels: np.ndarray, nodata: float | None, codec: TileCodec, mask: np.ndarray | None
+) -> np.ndarray:
     """GDAL's mask band: the internal mask where the file has one, else pixels unequal to nodata.
 
-    ``mask`` is the ``(1, rows, cols)`` result of a mask read (1 valid, 0 masked) or None.
+    ``mask`` is the ``(1, rows, cols)`` result of a mask read (1 valid, 0 masked) or None; ``codec`` is
+    the level's, to convert ``nodata`` into the pixels' type as GDAL does.
     """
     if mask is not None:
         return np.broadcast_to(mask[0] > 0, pixels.shape)
-    if header.nodata is None:
+    if nodata is None:
         return np.ones(pixels.shape, dtype=bool)
-    if np.isnan(header.nodata):
+    if np.isnan(nodata):
         return ~np.isnan(pixels) if pixels.dtype.kind == "f" else np.ones(pixels.shape, dtype=bool)
-    return pixels != fill_scalar(header.codec, header.nodata)
+    return pixels != fill_scalar(codec, nodata)
 
 
 def band_fill(header: TiffHeader, fill_value: float | None = None) -> np.generic:

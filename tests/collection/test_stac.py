@@ -218,7 +218,7 @@ def test_every_source_gives_the_api_records(stac_world, api_collection, sources,
         assert got.geometry.geom_equals_exact(expected.geometry, 0).all(), name
 
 
-def test_static_catalog_on_an_object_store(stac_world, s3_server):
+def test_static_catalog_on_an_object_store(stac_world, s3_server, sources):
     bucket = "stac-static"
     for path in (stac_world.root / "catalog").rglob("*.json"):
         s3_server.put(bucket, f"cat/{path.relative_to(stac_world.root / 'catalog')}", path.read_bytes())
@@ -245,6 +245,24 @@ def test_static_catalog_on_an_object_store(stac_world, s3_server):
             "etag": None,
             "last_modified": None,
         }
+
+
+def test_pystac_objects_are_sources(stac_world, rustac_server, sources):
+    import pystac
+    from pystac_client import Client
+
+    ids = sorted(i["id"] for i in stac_world.items)
+    catalog = pystac.Catalog.from_file(sources["catalog-disk"])
+    from_catalog = _records(build_from_stac(catalog, enrich=False))
+    assert list(from_catalog["id"]) == ids
+    local = {i["id"]: i["assets"]["B04"]["href"] for i in stac_world.local_items}
+    assert [a["B04"]["href"] for a in from_catalog["assets"]] == [local[i] for i in ids]  # resolved
+    item_collection = pystac.ItemCollection.from_file(sources["item-collection"])
+    assert list(_records(build_from_stac(item_collection, enrich=False))["id"]) == ids
+    search = Client.open(rustac_server.url).search(collections=[stac_world.items[0]["collection"]], limit=4)
+    assert list(_records(build_from_stac(search, enrich=False))["id"]) == ids
+    dicts = _records(build_from_stac(stac_world.items[:2], enrich=False))
+    assert list(dicts["id"]) == sorted(i["id"] for i in stac_world.items[:2])
 
 
 def test_multi_band_assets_get_their_band_index(stac_world, rustac_server, S):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -15,8 +16,9 @@ from rasterio.transform import from_origin
 
 from rasteret_dask import read_cog_header
 from rasteret_dask.errors import RangeRequestError
-from rasteret_dask.io import RangeRequest, read_info, read_many, read_prefix, read_ranges
-from rasteret_dask.io.loop import run_sync
+from rasteret_dask.io import RangeRequest, close_stores, read_info, read_many, read_prefix, read_ranges
+from rasteret_dask.io.loop import loop_state, run_sync
+from rasteret_dask.io.reader import read_ranges_async
 from rasteret_dask.io.signing import PlanetaryComputerSigner, register_signer, signer_names, store_options
 from tests.scenes import write_cog
 
@@ -84,10 +86,10 @@ def test_a_token_is_renewed_before_it_expires(sas):
     data = os.urandom(1000)
     url = sas.put(account, container, "x.bin", data)
     options = _options(sas, refresh_margin=1.0)
-    sas.token_lifetime = 2.0
+    sas.token_lifetime = 3.0
     try:
         assert bytes(read_ranges(url, [(0, 1000)], storage_options=options)[0]) == data
-        time.sleep(2.2)  # the first token has expired at the server: only a renewed one is accepted
+        time.sleep(3.2)  # the first token has expired at the server: only a renewed one is accepted
         assert bytes(read_ranges(url, [(0, 1000)], storage_options=options)[0]) == data
     finally:
         sas.token_lifetime = 3600.0
@@ -209,3 +211,20 @@ def test_cog_header_through_a_signer_matches_the_file(tmp_path, sas):
     assert remote.url == url and "sig" not in remote.url
     assert (remote.read(window=((100, 200), (0, 256))) == data[:, 100:200, :]).all()
     assert sas.token_requests == {(account, container): 1} and sas.rejected == 0
+
+
+def test_signers_are_per_loop_and_close_with_the_stores(sas):
+    account, container = _container()
+    url = sas.put(account, container, "x.bin", b"0123456789")
+
+    async def main():
+        body = (await read_ranges_async(url, [(2, 6)], storage_options=_options(sas)))[0]
+        signers = list(loop_state()["signers"].values())
+        await close_stores()
+        return bytes(body), signers
+
+    body, signers = asyncio.run(main())
+    assert body == b"2345"
+    assert len(signers) == 1 and signers[0]._session.closed
+    assert bytes(read_ranges(url, [(0, 2)], storage_options=_options(sas))[0]) == b"01"
+    assert sas.token_requests == {(account, container): 2}  # the I/O loop has its own signer and token

@@ -1,0 +1,346 @@
+"""Lazy stacks: the Dask graph of a ``(time, y, x)`` read, as dask arrays and an xarray Dataset.
+
+The graph has one read task per (time chunk, y chunk, x chunk) that some record overlaps, annotated
+as a data producer; every other block is a constant. Building it sends no request.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+from dask._task_spec import Task, TaskRef
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+from pyproj import CRS
+
+from ..errors import PlanError
+from ..geo.aoi import reproject_geometry
+from ..geo.grid import Grid
+from ..geo.rasterize import geometry_mask
+from ..io.config import IOConfig
+from ..io.ranges import coalesce
+from .grids import bounds_in, raster_outline
+from .records import RecordSource
+from .stack import ChunkPlan, plan_source, read_chunk
+from .validity import band_fill
+
+
+@dataclass(frozen=True)
+class TimeStep:
+    """Records fused into one time step, in fuse order, with the step's label and record ids."""
+
+    time: pd.Timestamp
+    records: tuple[int, ...]
+    ids: str
+
+
+def time_steps(records: list[RecordSource], groupby, frame: pd.DataFrame | None = None) -> list[TimeStep]:
+    """Group records (already in (datetime, id) order) into time steps.
+
+    ``groupby``: None (one step per record), ``"time"`` (equal datetimes), ``"solar_day"`` (the local
+    solar day at the footprint's centre longitude), a column name of the records, or a callable taking a
+    record's row (a pandas Series) and returning its group key. A step's time is its first record's.
+    """
+    if groupby is None:
+        keys = list(range(len(records)))
+    elif groupby == "time":
+        keys = [r.datetime for r in records]
+    elif groupby == "solar_day":
+        lons = frame.geometry.centroid.x.to_numpy() if frame is not None else np.zeros(len(records))
+        keys = [
+            (r.datetime + pd.Timedelta(hours=float(lon) / 15.0)).date()
+            for r, lon in zip(records, lons, strict=True)
+        ]
+    elif callable(groupby):
+        keys = [groupby(row) for _, row in frame.iterrows()]
+    elif frame is not None and groupby in frame.columns:
+        keys = list(frame[groupby])
+    else:
+        raise PlanError(
+            f"groupby must be None, 'time', 'solar_day', a column name or a callable, got {groupby!r}"
+        )
+    steps: dict = {}
+    for index, key in enumerate(keys):
+        steps.setdefault(key, []).append(index)
+    out = [
+        TimeStep(
+            records[members[0]].datetime, tuple(members), ",".join(records[i].record_id for i in members)
+        )
+        for members in steps.values()
+    ]
+    return sorted(out, key=lambda s: (s.time, s.ids))
+
+
+def _chunk_edges(size: int, chunk: int) -> list[int]:
+    return [*range(0, size, chunk), size]
+
+
+def _default_chunk(records: list[RecordSource]) -> int:
+    """Whole source tiles: the largest tile side among the records' bands (1024 without any)."""
+    sides = [
+        max(s.header.levels[0].tile_height, s.header.levels[0].tile_width)
+        for r in records
+        for s in r.bands
+        if s is not None
+    ]
+    return max(sides, default=1024)
+
+
+def _pixel_box(grid: Grid, record: RecordSource, source) -> tuple[int, int, int, int] | None:
+    """(row0, row1, col0, col1) of ``grid`` pixels a source raster may touch (clipped; None if none)."""
+    h = source.header
+    if h.geo.transform is None:
+        return None
+    box = bounds_in(raster_outline(h.geo.transform, h.width, h.height), record.crs, grid.crs)
+    if box is None:
+        return None
+    a, _, c, _, e, f = grid.transform
+    cols = sorted(((box[0] - c) / a, (box[2] - c) / a))
+    rows = sorted(((box[3] - f) / e, (box[1] - f) / e))
+    r0, r1 = max(math.floor(rows[0]) - 1, 0), min(math.ceil(rows[1]) + 1, grid.height)
+    c0, c1 = max(math.floor(cols[0]) - 1, 0), min(math.ceil(cols[1]) + 1, grid.width)
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return r0, r1, c0, c1
+
+
+def _empty_block(dtypes: tuple[str, ...], fills: tuple, shape: tuple[int, ...]) -> tuple:
+    return tuple(np.full(shape, fill, dtype=dtype) for dtype, fill in zip(dtypes, fills, strict=True))
+
+
+@dataclass
+class StackGraph:
+    """The planned read: per-band dask arrays ``(time, y, x)`` on ``grid``, the time steps, and the
+    chunk plans (keyed by graph key) with the record ids of each source in plan order."""
+
+    grid: Grid
+    steps: list[TimeStep]
+    bands: list[str]
+    fills: tuple
+    arrays: list[da.Array]
+    plans: dict
+
+    def explain(self, config: IOConfig | None = None) -> pd.DataFrame:
+        """The read plan as a table, from cached headers alone: per record and band, the chunks it feeds,
+        distinct tiles, GETs after merging ranges of one file within a chunk task, and bytes; with a
+        final ``TOTAL`` row."""
+        config = config or IOConfig()
+        rows: dict[tuple[str, str], dict] = {}
+        for plan, ids in self.plans.values():
+            per_file: dict[str, set] = {}
+            for source, record_id in zip(plan.sources, ids, strict=True):
+                row = rows.setdefault(
+                    (record_id, self.bands[source.band]),
+                    {
+                        "record_id": record_id,
+                        "band": self.bands[source.band],
+                        "chunks": 0,
+                        "tiles": 0,
+                        "gets": 0,
+                        "bytes": 0,
+                    },
+                )
+                row["chunks"] += 1
+                for read in (source.read, source.mask):
+                    if read is None:
+                        continue
+                    ranges = {(t.offset, t.offset + t.count) for t in read.tiles if not t.sparse}
+                    new = ranges - per_file.setdefault(read.url, set())
+                    per_file[read.url] |= new
+                    row["tiles"] += len(new)
+                    row["bytes"] += sum(b - a for a, b in new)
+                    row["gets"] += (
+                        len(coalesce(sorted(new), config.max_gap, config.max_merged_size)) if new else 0
+                    )
+        table = pd.DataFrame(
+            list(rows.values()), columns=["record_id", "band", "chunks", "tiles", "gets", "bytes"]
+        )
+        total = {
+            "record_id": "TOTAL",
+            "band": "",
+            **table[["chunks", "tiles", "gets", "bytes"]].sum().to_dict(),
+        }
+        return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+
+
+def build_stack(
+    records: list[RecordSource],
+    bands: list[str],
+    grid: Grid,
+    steps: list[TimeStep],
+    *,
+    chunks: dict | None = None,
+    resampling: str = "nearest",
+    fuse: str = "first",
+    fill_value: float | None = None,
+    storage_options: dict | None = None,
+    config: IOConfig | None = None,
+) -> StackGraph:
+    """Plan every chunk and build the graph (no request is sent)."""
+    chunks = dict(chunks or {})
+    size = _default_chunk(records)
+    t_chunk = int(chunks.get("time", 1))
+    y_chunk, x_chunk = int(chunks.get("y", size)), int(chunks.get("x", size))
+    if min(t_chunk, y_chunk, x_chunk) < 1:
+        raise PlanError(f"chunk sizes must be positive, got {chunks}")
+    headers = [
+        next((s.header for r in records if (s := r.bands[b]) is not None), None) for b in range(len(bands))
+    ]
+    if any(h is None for h in headers):
+        missing = [b for b, h in zip(bands, headers, strict=True) if h is None]
+        raise PlanError(f"no selected record has a header for band(s) {missing}")
+    dtypes = tuple(h.dtype for h in headers)
+    fills = tuple(band_fill(h, fill_value).item() for h in headers)
+    y_edges, x_edges = _chunk_edges(grid.height, y_chunk), _chunk_edges(grid.width, x_chunk)
+    t_edges = _chunk_edges(len(steps), t_chunk)
+    step_of = {}
+    for s, step in enumerate(steps):
+        for r in step.records:
+            step_of[r] = s
+    # Which (time chunk, y chunk, x chunk) each record-band may touch.
+    touched: dict[tuple[int, int, int], list[tuple[int, int]]] = {}
+    for r, record in enumerate(records):
+        if r not in step_of:
+            continue
+        tc = step_of[r] // t_chunk
+        for b, source in enumerate(record.bands):
+            if source is None:
+                continue
+            box = _pixel_box(grid, record, source)
+            if box is None:
+                continue
+            r0, r1, c0, c1 = box
+            for i in range(r0 // y_chunk, (r1 - 1) // y_chunk + 1):
+                for j in range(c0 // x_chunk, (c1 - 1) // x_chunk + 1):
+                    touched.setdefault((tc, i, j), []).append((r, b))
+    token = tokenize(grid, [s.ids for s in steps], bands, chunks, resampling, fuse, fill_value, len(records))
+    name = f"rasteret-read-{token}"
+    layer: dict = {}
+    plans: dict = {}
+    for tc in range(len(t_edges) - 1):
+        for i in range(len(y_edges) - 1):
+            for j in range(len(x_edges) - 1):
+                key = (name, tc, i, j)
+                shape = (
+                    t_edges[tc + 1] - t_edges[tc],
+                    y_edges[i + 1] - y_edges[i],
+                    x_edges[j + 1] - x_edges[j],
+                )
+                chunk = grid.window_grid(y_edges[i], x_edges[j], shape[1], shape[2])
+                sources = []
+                for r, b in sorted(
+                    touched.get((tc, i, j), []), key=lambda rb: (step_of[rb[0]], rb[1], rb[0])
+                ):
+                    planned = plan_source(
+                        chunk,
+                        records[r].bands[b],
+                        records[r].crs,
+                        step=step_of[r] - t_edges[tc],
+                        band=b,
+                        method=resampling,
+                    )
+                    if planned is not None:
+                        sources.append(planned)
+                if sources:
+                    plan = ChunkPlan(chunk, shape[0], dtypes, fills, tuple(sources), fuse, resampling)
+                    plans[key] = (plan, [records[r].record_id for r, _ in touched[(tc, i, j)]])
+                    layer[key] = Task(key, read_chunk, plan, storage_options, config, _data_producer=True)
+                else:
+                    layer[key] = Task(key, _empty_block, dtypes, fills, shape)
+    chunks_spec = (
+        tuple(np.diff(t_edges)),
+        tuple(np.diff(y_edges)),
+        tuple(np.diff(x_edges)),
+    )
+    arrays = []
+    for b, band in enumerate(bands):
+        band_name = f"rasteret-{band}-{token}"
+        band_layer = {
+            (band_name, *k[1:]): Task((band_name, *k[1:]), operator.getitem, TaskRef(k), b) for k in layer
+        }
+        graph = HighLevelGraph({name: layer, band_name: band_layer}, {name: set(), band_name: {name}})
+        arrays.append(da.Array(graph, band_name, chunks_spec, dtype=np.dtype(dtypes[b])))
+    return StackGraph(grid, steps, bands, fills, arrays, plans)
+
+
+def to_dataset(stack: StackGraph) -> xr.Dataset:
+    """The stack as an xarray Dataset with CF georeferencing that rioxarray reads."""
+    grid = stack.grid
+    a, b, c, d, e, f = grid.transform
+    xs = c + a * (np.arange(grid.width) + 0.5)
+    ys = f + e * (np.arange(grid.height) + 0.5)
+    crs = CRS.from_user_input(grid.crs)
+    spatial_ref = xr.DataArray(
+        0,
+        attrs={
+            **crs.to_cf(),
+            "crs_wkt": crs.to_wkt(),
+            "spatial_ref": crs.to_wkt(),
+            "GeoTransform": " ".join(str(v) for v in (c, a, b, f, d, e)),
+        },
+    )
+    data_vars = {}
+    for band, array in zip(stack.bands, stack.arrays, strict=True):
+        var = xr.DataArray(array, dims=("time", "y", "x"))
+        data_vars[band] = var
+    times = pd.DatetimeIndex([s.time for s in stack.steps]).tz_convert("UTC").tz_localize(None)
+    ds = xr.Dataset(
+        data_vars,
+        coords={
+            "time": ("time", times.values),
+            "id": ("time", [s.ids for s in stack.steps]),
+            "y": ("y", ys, {"axis": "Y", "units": _units(crs)}),
+            "x": ("x", xs, {"axis": "X", "units": _units(crs)}),
+            "spatial_ref": spatial_ref,
+        },
+    )
+    for band, fill in zip(stack.bands, stack.fills, strict=True):
+        ds[band].attrs.update(grid_mapping="spatial_ref", _FillValue=fill)
+    return ds
+
+
+def _units(crs: CRS) -> str:
+    return "degrees" if crs.is_geographic else (crs.axis_info[0].unit_name if crs.axis_info else "metre")
+
+
+def _aoi_block(block_info=None, *, grid: Grid, aoi_local, all_touched: bool) -> np.ndarray:
+    (r0, _), (c0, _) = block_info[None]["array-location"][-2:]
+    shape = block_info[None]["chunk-shape"][-2:]
+    chunk = grid.window_grid(r0, c0, shape[0], shape[1])
+    return geometry_mask(aoi_local, chunk.transform, chunk.shape, all_touched=all_touched)
+
+
+def mask_outside(ds: xr.Dataset, stack: StackGraph, aoi, *, all_touched: bool = False) -> xr.Dataset:
+    """Set pixels outside the AOI (CRS84) to each band's fill value, lazily (GDAL's rasterize rule)."""
+    grid = stack.grid
+    aoi_local = reproject_geometry(shapely.segmentize(aoi, _segment(aoi)), "OGC:CRS84", grid.crs)
+    template = stack.arrays[0][0]
+    inside = da.map_blocks(
+        _aoi_block,
+        dtype=bool,
+        chunks=template.chunks,
+        grid=grid,
+        aoi_local=aoi_local,
+        all_touched=all_touched,
+    )
+    out = ds.copy()
+    for band, fill in zip(stack.bands, stack.fills, strict=True):
+        array = out[band].data
+        out[band] = (
+            ("time", "y", "x"),
+            da.where(inside[None], array, np.asarray(fill, dtype=array.dtype)).astype(array.dtype),
+            out[band].attrs,
+        )
+    return out
+
+
+def _segment(aoi) -> float:
+    west, south, east, north = aoi.bounds
+    return max(east - west, north - south) / 256 or 1.0
