@@ -1,7 +1,19 @@
 """rasteret_dask: cloud raster collections with cached COG headers, read at cluster scale with Dask."""
 
 from .cog import CogHeader, LevelInfo, read_cog_header, read_cog_header_async
-from .collection import BuildReport, Collection, LoadStats, as_collection, build_from_table, load
+from .collection import (
+    BuildReport,
+    Collection,
+    DatasetDescriptor,
+    DatasetRegistry,
+    LoadStats,
+    StacStats,
+    as_collection,
+    build,
+    build_from_stac,
+    build_from_table,
+    load,
+)
 from .errors import (
     CollectionError,
     MalformedTiffError,
@@ -23,6 +35,8 @@ __all__ = [
     "CogHeader",
     "Collection",
     "CollectionError",
+    "DatasetDescriptor",
+    "DatasetRegistry",
     "LevelInfo",
     "LoadStats",
     "MalformedTiffError",
@@ -32,10 +46,13 @@ __all__ = [
     "ReadError",
     "RemoteFileChangedError",
     "SchemaError",
+    "StacStats",
     "TiffError",
     "TruncatedTiffError",
     "UnsupportedTiffError",
     "as_collection",
+    "build",
+    "build_from_stac",
     "build_from_table",
     "load",
     "read_cog_header",

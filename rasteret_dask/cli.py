@@ -95,7 +95,7 @@ def _source_kind(source: str, forced: str | None) -> str:
         return forced
     from .collection import catalog
 
-    if source in catalog.DatasetRegistry.default().ids():
+    if source in catalog.DatasetRegistry.ids():
         return "dataset"
     if source.lower().split("?", 1)[0].endswith((".parquet", ".geoparquet", ".pq")):
         return "table"
@@ -158,18 +158,28 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> None:
-    from .collection import catalog
+    from .collection.catalog import DatasetRegistry
 
-    registry = catalog.DatasetRegistry.default()
     if args.action == "list":
-        for descriptor in registry.list():
+        for descriptor in DatasetRegistry.list():
             print(f"{descriptor.id:<28} {descriptor.title}")
         return
     if not args.id:
         raise RasteretDaskError("datasets info needs a dataset id (see `rasteret-dask datasets list`)")
-    descriptor = registry.get(args.id)
-    for key, value in descriptor.describe().items():
-        print(f"{key:>16}: {value}")
+    d = DatasetRegistry.get(args.id)
+    facts = {
+        "id": d.id,
+        "title": d.title,
+        "description": d.description,
+        "stac_api": d.stac_api,
+        "collections": ", ".join(d.collections),
+        "bands": ", ".join(d.bands),
+        "storage": ", ".join(f"{k}={v}" for k, v in d.storage_options.items()) or "default",
+        "signer": d.signer or "none",
+        "license": d.license,
+    }
+    for key, value in facts.items():
+        print(f"{key:>12}: {value}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import dask
 import dask.array as da
+import dask.dataframe as dd
 import dask_geopandas
 import geopandas as gpd
 import numpy as np
@@ -20,6 +21,14 @@ from ..read.aois import normalise_aois
 from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips
 from ..read.grids import choose_grid
+from ..read.points import (
+    OUTPUT_COLUMNS,
+    SampleSpec,
+    check_sample_args,
+    points_frame,
+    sample_graph,
+    sample_partition,
+)
 from ..read.records import record_sources
 from ..read.stack import check_methods
 from . import filters
@@ -420,6 +429,108 @@ class Collection:
         ds = self.get_xarray(geometries, bands=bands, **kwargs)
         bands = [bands] if isinstance(bands, str) else list(bands)
         return da.stack([ds[b].data for b in bands], axis=1)
+
+    def band_dtypes(self, bands: list[str]) -> list[str]:
+        """The numpy dtype name of each band, from the first record with a header for it."""
+        out = []
+        for band in bands:
+            first = self._frame[metadata_column(band)].dropna().head(1, npartitions=-1)
+            if len(first) == 0:
+                raise PlanError(f"no record has a header for band {band!r}: build with enrichment first")
+            out.append(pa.array(first.array)[0].as_py()["dtype"])
+        return out
+
+    def sample_points(
+        self,
+        points,
+        *,
+        bands,
+        x_column: str | None = None,
+        y_column: str | None = None,
+        geometry_column: str | None = None,
+        geometry_crs=None,
+        match: str = "all",
+        max_distance_pixels: int = 0,
+        layout: str = "wide",
+        errors: str = "warn",
+        storage_options: dict | None = None,
+        config: IOConfig | None = None,
+    ) -> dd.DataFrame:
+        """Pixel values at points, as a lazy dask DataFrame: one read per tile, however many points.
+
+        The pixel is the one containing the point in the record's own CRS, exactly rasterio's
+        ``DatasetReader.index``/``sample`` (a point on a pixel edge belongs to the pixel east/south of it).
+
+        Parameters
+        ----------
+        points
+            A pandas DataFrame, GeoDataFrame, dask (geo)dataframe, pyarrow Table or Parquet path/URL
+            (``storage_options`` for it). Point coordinates come from ``x_column``/``y_column`` (then
+            ``geometry_crs`` is required) or from a geometry column (its CRS, or ``geometry_crs``).
+            Rows without coordinates are dropped. Points are sorted along a Hilbert curve into spatial
+            partitions unless they already carry spatial partitions.
+        bands
+            Band codes to sample.
+        match
+            "all": one row per (point, record) covering it, a time series; "latest": per point and band
+            the newest record with a valid value there, falling back to older ones (columns
+            ``{band}_record_id`` and ``{band}_datetime`` say which).
+        max_distance_pixels
+            When the pixel is invalid, take the nearest valid pixel within this many pixels (Chebyshev
+            rings; nearest by distance from the point to the pixel's rectangle, ties in row-major order);
+            ``{band}_row``/``{band}_col`` give the pixel used.
+        layout
+            "wide": point columns, ``record_id``, ``datetime`` and one column per band in the band's
+            dtype as a pandas nullable dtype (NA where nodata, masked or sparse). "long": one row per
+            (point, record, band) with ``band`` and a float64 ``value``, as Rasteret lays it out.
+
+        A point outside a record's raster gives no row for that record; a point no record covers gives
+        no row at all.
+        """
+        bands = self._check_bands(bands)
+        check_sample_args(match, layout, max_distance_pixels)
+        frame = points_frame(points, storage_options=storage_options)
+        if x_column is not None or y_column is not None:
+            if x_column is None or y_column is None:
+                raise PlanError("give both x_column and y_column")
+            missing = [c for c in (x_column, y_column) if c not in frame.columns]
+            if missing:
+                raise SchemaError(f"the points lack the column(s) {missing}")
+            if geometry_crs is None:
+                raise PlanError("x/y columns carry no CRS: pass geometry_crs= (e.g. 'EPSG:4326')")
+            crs, geometry_column = geometry_crs, None
+        else:
+            geometry_column = geometry_column or getattr(frame._meta, "_geometry_column_name", None)
+            if geometry_column is None or geometry_column not in frame.columns:
+                raise SchemaError(
+                    "the points have no geometry column: pass x_column=, y_column= and geometry_crs="
+                )
+            own = getattr(frame, "crs", None)
+            crs = geometry_crs or own
+            if crs is None:
+                raise PlanError("the points' geometry has no CRS: pass geometry_crs=")
+        spec = SampleSpec(
+            bands=tuple(bands),
+            dtypes=tuple(self.band_dtypes(bands)),
+            point_crs=pyproj.CRS.from_user_input(crs).to_wkt(),
+            x_column=x_column,
+            y_column=y_column,
+            geometry_column=geometry_column,
+            match=match,
+            max_distance_pixels=max_distance_pixels,
+            layout=layout,
+            errors=errors,
+            storage_options=self.storage_options,
+            config=config,
+        )
+        meta = sample_partition(frame._meta, spec=spec)
+        added = set(meta.columns) - set(frame._meta.columns)
+        clash = sorted(added & set(frame._meta.columns)) or sorted(
+            set(frame._meta.columns) & {*OUTPUT_COLUMNS, *bands}
+        )
+        if clash:
+            raise SchemaError(f"point column(s) {clash} clash with output columns; rename them first")
+        return sample_graph(self._frame, frame, spec, meta)
 
     def header_column(self, band: str) -> str:
         """The name of ``band``'s metadata column; raises when the band does not exist."""

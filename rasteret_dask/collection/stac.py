@@ -594,6 +594,8 @@ def _static_items(
     while level:
         children, items = [], []
         for doc, href in level:
+            if not isinstance(doc, Mapping):
+                raise CollectionError(f"{href} is not a STAC catalog or collection document")
             skip = (
                 doc.get("type") == "Collection"
                 and search.collections is not None

@@ -78,6 +78,10 @@ _FOUR_SAMPLE_SCALE = 0.95
 _MODE_BLOCK = 1 << 22
 # Coordinates are clipped to +-this before integer casts (far outside any raster a TIFF can describe).
 _FAR = float(1 << 40)
+# Types with GDAL's dedicated nearest kernels (GWKNearestByte/Short/Float), which store values unchanged.
+_GDAL_NEAREST_KERNEL_TYPES = frozenset(np.dtype(t) for t in ("uint8", "int16", "uint16", "float32"))
+# Types with GDAL's dedicated no-mask bilinear kernels (GWKBilinearNoMasksOrDstDensityOnly*).
+_GDAL_NO_MASK_BILINEAR_TYPES = frozenset(np.dtype(t) for t in ("uint8", "int16", "uint16", "float32"))
 # Points per edge GDAL samples to find a chunk's source window (DEFAULT_STEP_COUNT).
 _STEP_COUNT = 21
 # GDAL's default warp memory (dfWarpMemoryLimit); rasterio.warp.reproject keeps it (warp_mem_limit=0).
@@ -653,26 +657,24 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata) -> None:
-    """Move valid values that equal the destination nodata one step away from it (GDAL's AvoidNoData)."""
-    if dst_nodata is None or math.isnan(float(dst_nodata)):
-        return
+def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata, method: str) -> None:
+    """Move valid integers that equal the destination nodata one step away from it, as GDAL 3.10 does.
+
+    GDAL's general kernels store a result equal to the destination nodata as one less (or the type's
+    minimum plus one); its dedicated nearest kernels for 8- and 16-bit integers, and every kernel for
+    floating-point data, store it unchanged (GDAL 3.11 extended the rule to those).
+    """
     dtype = out.dtype
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        if not info.min <= float(dst_nodata) <= info.max:
-            return
-        hit = valid & (out == np.array(dst_nodata).astype(dtype))
-        if hit.any():
-            replacement = info.min + 1 if int(dst_nodata) == info.min else int(dst_nodata) - 1
-            out[hit] = replacement
-    else:
-        ft = dtype.type
-        hit = valid & (out.astype(np.float64) == float(dst_nodata))
-        if hit.any():
-            value = ft(dst_nodata)
-            big = np.finfo(dtype).max
-            out[hit] = np.nextafter(value, ft(0)) if value == big else np.nextafter(value, ft(big))
+    if dst_nodata is None or dtype.kind not in "iu" or math.isnan(float(dst_nodata)):
+        return
+    if method == "nearest" and dtype in _GDAL_NEAREST_KERNEL_TYPES:
+        return
+    info = np.iinfo(dtype)
+    if not info.min <= float(dst_nodata) <= info.max:
+        return
+    hit = valid & (out == np.array(dst_nodata).astype(dtype))
+    if hit.any():
+        out[hit] = info.min + 1 if int(dst_nodata) == info.min else int(dst_nodata) - 1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -680,32 +682,39 @@ def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata) -> None:
 # and returns (float64 or native values of shape (bands, n), validity of shape (bands, n)).
 
 
-def _centre_pixels(src_valid: np.ndarray, x: np.ndarray, y: np.ndarray):
+class _Pixels:
+    """A (bands, h, w) source and its validity, read at integer positions through flat indices."""
+
+    def __init__(self, src: np.ndarray, valid: np.ndarray):
+        self.bands, self.h, self.w = src.shape
+        self.dtype = src.dtype
+        self.values = src.reshape(self.bands, -1)
+        self.all_valid = bool(valid.all())
+        self.valid = valid.reshape(valid.shape[0], -1)
+
+    def take(self, flat: np.ndarray, inside: np.ndarray):
+        """Values and validity at ``flat`` (only meaningful where ``inside``; other indices must be 0)."""
+        vals = np.take(self.values, flat, axis=-1)
+        if self.all_valid:
+            return vals, inside[np.newaxis]
+        return vals, np.take(self.valid, flat, axis=-1) & inside
+
+    def at(self, ix: np.ndarray, iy: np.ndarray):
+        """Values and validity at ``(ix, iy)``; positions off the source are invalid."""
+        inside = (ix >= 0) & (ix < self.w) & (iy >= 0) & (iy < self.h)
+        return self.take(np.where(inside, iy * self.w + ix, 0), inside)
+
+
+def _centre_pixels(px: _Pixels, x: np.ndarray, y: np.ndarray):
     """The source pixel containing each centre, and whether the target pixel may be valid at all."""
-    _, h, w = src_valid.shape
+    w, h = px.w, px.h
     inside = (x >= 0) & (y >= 0) & (x + _EDGE_EPS <= w) & (y + _EDGE_EPS <= h)
     ix = np.minimum((np.where(inside, x, 0.0) + _EDGE_EPS).astype(np.intp), w - 1)
     iy = np.minimum((np.where(inside, y, 0.0) + _EDGE_EPS).astype(np.intp), h - 1)
-    ok = inside & src_valid[:, iy, ix]
-    return ix, iy, ok
+    return px.take(iy * w + ix, inside)
 
 
-def _nearest(src, src_valid, x, y):
-    ix, iy, ok = _centre_pixels(src_valid, x, y)
-    return src[:, iy, ix], np.broadcast_to(ok, (src.shape[0], x.size))
-
-
-def _gather(src, src_valid, ix, iy):
-    """Values (float64) and validity at integer positions, out-of-raster positions being invalid."""
-    _, h, w = src.shape
-    inb = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-    cx, cy = np.clip(ix, 0, w - 1), np.clip(iy, 0, h - 1)
-    ok = src_valid[:, cy, cx] & inb
-    vals = src[:, cy, cx].astype(np.float64)
-    return vals, ok
-
-
-def _bilinear4(src, src_valid, x, y):
+def _bilinear4(px: _Pixels, x, y):
     """GDAL's 2 x 2 bilinear with weights renormalised over valid, in-raster neighbours."""
     fx = np.floor(x - 0.5)
     fy = np.floor(y - 0.5)
@@ -716,17 +725,23 @@ def _bilinear4(src, src_valid, x, y):
     fx, rx = np.where(left, 0.0, fx), np.where(left, 1.0, rx)
     fy, ry = np.where(top, 0.0, fy), np.where(top, 1.0, ry)
     ix, iy = fx.astype(np.intp), fy.astype(np.intp)
-    acc = np.zeros((src.shape[0], x.size))
-    div = np.zeros((src_valid.shape[0], x.size))
+    in_x = ((ix >= 0) & (ix < px.w), (ix + 1 >= 0) & (ix + 1 < px.w))
+    in_y = ((iy >= 0) & (iy < px.h), (iy + 1 >= 0) & (iy + 1 < px.h))
+    base = iy * px.w + ix
+    acc = None
+    div = None
     for dy, dx, mult in (
         (0, 0, rx * ry),
         (0, 1, (1.0 - rx) * ry),
         (1, 0, rx * (1.0 - ry)),
         (1, 1, (1.0 - rx) * (1.0 - ry)),
     ):
-        vals, ok = _gather(src, src_valid, ix + dx, iy + dy)
-        acc += np.where(ok, vals * mult, 0.0)
-        div += np.where(ok, mult, 0.0)
+        inside = in_x[dx] & in_y[dy]
+        vals, ok = px.take(np.where(inside, base + (dy * px.w + dx), 0), inside)
+        term = np.where(ok, vals * mult, 0.0)
+        weight = np.where(ok, mult, 0.0)
+        acc = term if acc is None else acc + term
+        div = weight if div is None else div + weight
     div = np.broadcast_to(div, acc.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(div == 1.0, acc, acc / div)
@@ -746,27 +761,27 @@ def _cubic_weights(d: np.ndarray) -> tuple[np.ndarray, ...]:
     )
 
 
-def _cubic4(src, src_valid, x, y):
+def _cubic4(px: _Pixels, x, y):
     """GDAL's 4 x 4 cubic; the bilinear above where the 4 x 4 block is not wholly valid and in-raster."""
-    _, h, w = src.shape
-    values, valid = _bilinear4(src, src_valid, x, y)
+    values, valid = _bilinear4(px, x, y)
     ix = np.trunc(x - 0.5)  # C cast: towards zero
     iy = np.trunc(y - 0.5)
     dx, dy = x - 0.5 - ix, y - 0.5 - iy
     ix, iy = ix.astype(np.intp), iy.astype(np.intp)
-    interior = (ix - 1 >= 0) & (ix + 2 < w) & (iy - 1 >= 0) & (iy + 2 < h)
+    interior = (ix - 1 >= 0) & (ix + 2 < px.w) & (iy - 1 >= 0) & (iy + 2 < px.h)
     if not interior.any():
         return values, valid
     wx, wy = _cubic_weights(dx), _cubic_weights(dy)
-    all_ok = np.broadcast_to(interior, (src_valid.shape[0], x.size)).copy()
-    total = np.zeros((src.shape[0], x.size))
+    corner = np.where(interior, (iy - 1) * px.w + (ix - 1), 0)
+    all_ok = None
+    total = None
     for j in range(4):
-        row = np.zeros((src.shape[0], x.size))
+        row = None
         for i in range(4):
-            vals, ok = _gather(src, src_valid, ix - 1 + i, iy - 1 + j)
-            all_ok &= ok
-            row = row + vals * wx[i] if i else vals * wx[i]
-        total = total + row * wy[j] if j else row * wy[j]
+            vals, ok = px.take(corner + (j * px.w + i), interior)
+            all_ok = ok if all_ok is None else all_ok & ok
+            row = vals * wx[i] if row is None else row + vals * wx[i]
+        total = row * wy[j] if total is None else total + row * wy[j]
     use = np.broadcast_to(all_ok, values.shape)
     return np.where(use, total, values), np.where(use, True, valid)
 
@@ -784,25 +799,34 @@ def _cubic_filter(t: np.ndarray) -> np.ndarray:
     )
 
 
-def _filtered(src, src_valid, x, y, method: str, scale: tuple[float, float]):
-    """GDAL's general kernel (GWKResample): the filter stretched by 1/scale, renormalised over valid pixels."""
+def _filtered(px: _Pixels, x, y, method: str, scale: tuple[float, float], no_masks: bool):
+    """GDAL's general kernel (GWKResample): the filter stretched by 1/scale, renormalised over valid pixels.
+
+    With ``no_masks`` (GDAL's dedicated kernels for sources without invalid pixels) the bilinear window
+    starts one tap later; that tap's weight is zero, which only matters for NaN or infinite values.
+    """
     xs, ys = scale
     filt = _FILTER_RADIUS[method]
     func = _bilinear_filter if method == "bilinear" else _cubic_filter
     rx, ry = _radius(method, xs), _radius(method, ys)
-    init_x, init_y = (filt + 1) % 2 - rx, (filt + 1) % 2 - ry
+    first = 1 if no_masks else (filt + 1) % 2
+    taps_x, taps_y = range(first - rx, rx + 1), range(first - ry, ry + 1)
     ix, iy = np.floor(x - 0.5), np.floor(y - 0.5)
     dx, dy = x - 0.5 - ix, y - 0.5 - iy
     ix, iy = ix.astype(np.intp), iy.astype(np.intp)
-    wxs = [func((i - dx) * xs) if xs < 1.0 else func(i - dx) for i in range(init_x, rx + 1)]
-    acc = np.zeros((src.shape[0], x.size))
-    wacc = np.zeros((src_valid.shape[0], x.size))
-    for j in range(init_y, ry + 1):
+    wxs = [func((i - dx) * xs) if xs < 1.0 else func(i - dx) for i in taps_x]
+    in_x = [(ix + i >= 0) & (ix + i < px.w) for i in taps_x]
+    base = iy * px.w + ix
+    acc = np.zeros((px.bands, x.size))
+    wacc = np.zeros((1 if px.all_valid else px.valid.shape[0], x.size))
+    for j in taps_y:
         wy = func((j - dy) * ys) if ys < 1.0 else func(j - dy)
+        in_y = (iy + j >= 0) & (iy + j < px.h)
         row = np.zeros_like(acc)
         wrow = np.zeros_like(wacc)
-        for k, i in enumerate(range(init_x, rx + 1)):
-            vals, ok = _gather(src, src_valid, ix + i, iy + j)
+        for k, i in enumerate(taps_x):
+            inside = in_x[k] & in_y
+            vals, ok = px.take(np.where(inside, base + (j * px.w + i), 0), inside)
             row += np.where(ok, vals * wxs[k], 0.0)
             wrow += np.where(ok, wxs[k], 0.0)
         acc += row * wy
@@ -818,6 +842,7 @@ def _footprints(x1, y1, x2, y2, w: int, h: int, scale):
     xs, ys = scale
     mx = 2 * max(1, math.ceil(1.0 / xs))
     my = 2 * max(1, math.ceil(1.0 / ys))
+    # GDAL skips target pixels whose corners lie far off the source (a guard against wild transforms).
     with np.errstate(invalid="ignore"):
         ok = (
             np.isfinite(x1)
@@ -872,42 +897,40 @@ def _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy: int, ox: int):
     )
 
 
-def _area(src, src_valid, footprints, method: str, scale):
-    bands, h, w = src.shape
-    ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(*footprints, w, h, scale)
-    n = ix0.size
+def _area(px: _Pixels, footprints, method: str, scale):
+    """Average, min and max over each footprint, visiting pixels row by row as GDAL does."""
+    ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(*footprints, px.w, px.h, scale)
     if method == "mode":
-        return _mode(src, src_valid, ok, ix0, ix1, iy0, iy1)
-    nv = src_valid.shape[0]
+        return _mode(px, ok, ix0, ix1, iy0, iy1)
+    n = ix0.size
+    nv = 1 if px.all_valid else px.valid.shape[0]
     if method == "average":
         total = np.zeros((nv, n))
-        mean = np.zeros((bands, n))
+        mean = np.zeros((px.bands, n))
     else:
         found = np.zeros((nv, n), dtype=bool)
-        if src.dtype.kind == "f":
-            acc = np.full(
-                (bands, n), -np.finfo(np.float64).max if method == "max" else np.finfo(np.float64).max
-            )
+        if px.dtype.kind == "f":
+            big = np.finfo(np.float64).max
+            acc = np.full((px.bands, n), -big if method == "max" else big)
         else:
-            info = np.iinfo(src.dtype)
-            acc = np.full((bands, n), info.min if method == "max" else info.max, dtype=src.dtype)
+            info = np.iinfo(px.dtype)
+            acc = np.full((px.bands, n), info.min if method == "max" else info.max, dtype=px.dtype)
     for oy, ox in _footprint_offsets(ix0, ix1, iy0, iy1):
         iy, ix = iy0 + oy, ix0 + ox
         inside = ok & (iy < iy1) & (ix < ix1)
-        cy, cx = np.minimum(iy, h - 1), np.minimum(ix, w - 1)
-        active = src_valid[:, cy, cx] & inside
-        vals = src[:, cy, cx]
+        vals, active = px.take(np.where(inside, iy * px.w + ix, 0), inside)
         if method == "average":
             weight = _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy, ox)
-            active &= weight > 0
+            active = active & (weight > 0)
             new_total = np.where(active, total + weight, total)
             with np.errstate(invalid="ignore", divide="ignore"):
-                step = (weight / new_total) * (vals.astype(np.float64) - mean)
+                # GDAL's incremental weighted mean, kept step for step so integer rounding ties agree.
+                step = (weight / new_total) * (vals - mean)
             mean = np.where(active, mean + step, mean)
             total = new_total
         else:
             found |= active
-            v = vals.astype(np.float64) if src.dtype.kind == "f" else vals
+            v = vals.astype(np.float64) if px.dtype.kind == "f" else vals
             better = (v > acc) if method == "max" else (v < acc)
             acc = np.where(active & better, v, acc)
     if method == "average":
@@ -915,14 +938,13 @@ def _area(src, src_valid, footprints, method: str, scale):
     return acc, np.broadcast_to(found, acc.shape)
 
 
-def _mode(src, src_valid, ok, ix0, ix1, iy0, iy1):
+def _mode(px: _Pixels, ok, ix0, ix1, iy0, iy1):
     """Most frequent valid value in each footprint; ties go to the value that reached the top count first."""
-    bands, h, w = src.shape
     n = ix0.size
     offsets = list(_footprint_offsets(ix0, ix1, iy0, iy1))
     k = len(offsets)
-    values = np.zeros((bands, n), dtype=src.dtype)
-    found = np.zeros((bands, n), dtype=bool)
+    values = np.zeros((px.bands, n), dtype=px.dtype)
+    found = np.zeros((px.bands, n), dtype=bool)
     if k == 0:
         return values, found
     oy = np.array([o[0] for o in offsets], dtype=np.intp)
@@ -934,10 +956,10 @@ def _mode(src, src_valid, ok, ix0, ix1, iy0, iy1):
         iy = iy0[sl, None] + oy
         ix = ix0[sl, None] + ox
         inside = ok[sl, None] & (iy < iy1[sl, None]) & (ix < ix1[sl, None])
-        cy, cx = np.minimum(iy, h - 1), np.minimum(ix, w - 1)
-        for b in range(bands):
-            vals = src[b][cy, cx]
-            inc = inside & src_valid[min(b, src_valid.shape[0] - 1)][cy, cx]
+        all_vals, all_inc = px.take(np.where(inside, iy * px.w + ix, 0), inside)
+        for b in range(px.bands):
+            vals = all_vals[b]
+            inc = all_inc[min(b, all_inc.shape[0] - 1)]
             # Sort each footprint (stably, included values first) so equal values form runs; a value's
             # running count at each position is its rank within its run.
             order = np.lexsort((vals, ~inc), axis=-1)
@@ -1064,8 +1086,9 @@ def resample(
     fill = dst_nodata if dst_nodata is not None else 0
 
     x, y = _sanitize(cols.ravel()), _sanitize(rows.ravel())
+    px = _Pixels(src3, valid3)
     if method == "nearest":
-        values, valid = _nearest(src3, valid3, x, y)
+        values, valid = _centre_pixels(px, x, y)
     elif method in _AREA_METHODS:
         if footprints is None:
             cc, cr = _extrapolate_corners(cols), _extrapolate_corners(rows)
@@ -1074,21 +1097,27 @@ def resample(
         if len(parts) != 4 or any(a.shape != out_shape for a in parts):
             raise PlanError(f"footprints must be 4 arrays (x1, y1, x2, y2) of shape {out_shape}")
         parts = [np.where(np.isfinite(a), np.clip(a, -_FAR, _FAR), np.nan).ravel() for a in parts]
-        values, valid = _area(src3, valid3, parts, method, scale)
+        values, valid = _area(px, parts, method, scale)
     else:
-        ok = _centre_pixels(valid3, x, y)[2]
+        centre_ok = _centre_pixels(px, x, y)[1]
         if scale[0] >= _FOUR_SAMPLE_SCALE and scale[1] >= _FOUR_SAMPLE_SCALE:
             kernel = _bilinear4 if method == "bilinear" else _cubic4
-            values, valid = kernel(src3, valid3, x, y)
+            values, valid = kernel(px, x, y)
         else:
-            values, valid = _filtered(src3, valid3, x, y, method, scale)
-        valid = valid & ok
+            no_masks = (
+                method == "bilinear"
+                and dst_nodata is None
+                and src3.dtype in _GDAL_NO_MASK_BILINEAR_TYPES
+                and px.all_valid
+            )
+            values, valid = _filtered(px, x, y, method, scale, no_masks)
+        valid = valid & centre_ok
 
     if values.dtype != src3.dtype:
         values = _to_dtype(values, src3.dtype)
     valid = np.broadcast_to(valid, values.shape)
     out = np.where(valid, values, _fill_scalar(fill, src3.dtype))
-    _avoid_value(out, valid, dst_nodata)
+    _avoid_value(out, valid, dst_nodata, method)
     out = out.reshape((bands, *out_shape))
     valid = np.ascontiguousarray(valid).reshape((bands, *out_shape))
     if squeeze:

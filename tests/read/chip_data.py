@@ -228,6 +228,9 @@ def assert_chips_match(gdf: pd.DataFrame, expected: dict) -> None:
 # hang over its edges or miss it.
 
 
+KINDS = ("polygon", "rotated_box", "holes", "multi", "tiny", "snapped")
+
+
 def _star(centre, radii, angles) -> np.ndarray:
     return np.column_stack([centre[0] + radii * np.cos(angles), centre[1] + radii * np.sin(angles)])
 
@@ -247,9 +250,9 @@ def star_rings(draw, centre, max_radius: float, *, min_vertices: int = 3):
 
 
 @st.composite
-def pixel_polygons(draw, width: int, height: int, kind: str | None = None):
-    """A polygonal AOI in pixel coordinates of a ``width`` x ``height`` raster."""
-    kind = kind or draw(st.sampled_from(["polygon", "rotated_box", "holes", "multi", "tiny", "snapped"]))
+def pixel_polygons(draw, width: int, height: int, kinds=KINDS):
+    """A polygonal AOI of one of ``kinds`` in pixel coordinates of a ``width`` x ``height`` raster."""
+    kind = draw(st.sampled_from(kinds))
     cx = draw(st.floats(-0.3 * width, 1.3 * width))
     cy = draw(st.floats(-0.3 * height, 1.3 * height))
     size = draw(st.floats(0.6, 0.6 * max(width, height)))
@@ -298,11 +301,11 @@ def map_geometry(geom: shapely.Geometry, raster: Raster, crs: str) -> shapely.Ge
 
 
 @st.composite
-def aoi_lists(draw, anchors: list[Raster], crs: str, *, max_size: int = 3, kind: str | None = None):
+def aoi_lists(draw, anchors: list[Raster], crs: str, *, max_size: int = 3, kinds=KINDS):
     """1..max_size AOIs in ``crs``, each drawn around one of ``anchors``."""
     out = []
     for _ in range(draw(st.integers(1, max_size))):
         anchor = draw(st.sampled_from(anchors))
-        geom = draw(pixel_polygons(anchor.width, anchor.height, kind))
+        geom = draw(pixel_polygons(anchor.width, anchor.height, kinds))
         out.append(map_geometry(geom, anchor, crs))
     return out
