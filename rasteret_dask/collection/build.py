@@ -16,6 +16,7 @@ import pyarrow.dataset as pads
 
 from ..errors import CollectionError, SchemaError
 from ..io.config import IOConfig
+from ..io.credentials import for_graph
 from ..tiff.arrow import METADATA_STRUCT
 from .collection import Collection
 from .enrich import enrich_partition
@@ -241,7 +242,7 @@ def enrich_collection(
     if progress is None:
         progress = sys.stderr.isatty()
     enriched = dframe.map_partitions(
-        enrich_partition, bands, storage_options, config, meta=_enriched_meta(dframe._meta, bands)
+        enrich_partition, bands, for_graph(storage_options), config, meta=_enriched_meta(dframe._meta, bands)
     )
     enriched = _compute_with_progress(enriched, progress)
     report = _report(enriched, bands)

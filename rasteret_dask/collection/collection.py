@@ -17,6 +17,7 @@ import shapely
 
 from ..errors import CollectionError, PlanError, SchemaError
 from ..io.config import IOConfig
+from ..io.credentials import for_graph
 from ..read.aois import normalise_aois
 from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips
@@ -273,7 +274,7 @@ class Collection:
             aois,
             bands,
             all_touched=all_touched,
-            storage_options=self.storage_options,
+            storage_options=for_graph(self.storage_options),
             config=config,
             errors=errors,
         )
@@ -347,7 +348,7 @@ class Collection:
             resampling=resampling,
             fuse=fuse,
             fill_value=fill_value,
-            storage_options=self.storage_options,
+            storage_options=for_graph(self.storage_options),
             config=config,
         )
         return stack, aoi
@@ -520,7 +521,7 @@ class Collection:
             max_distance_pixels=max_distance_pixels,
             layout=layout,
             errors=errors,
-            storage_options=self.storage_options,
+            storage_options=for_graph(self.storage_options),
             config=config,
         )
         meta = sample_partition(frame._meta, spec=spec)

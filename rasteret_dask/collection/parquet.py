@@ -27,6 +27,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from ..errors import CollectionError
 from ..geo.hilbert import hilbert_keys
+from ..io.credentials import for_graph, resolve
 from .collection import Collection
 from .filters import bbox_geometry, date_bounds
 from .schema import BBOX, DATETIME, MONTH, YEAR, normalise_records
@@ -63,8 +64,15 @@ def _file_metadata(collection: Collection, date_range: str) -> dict[bytes, bytes
     }
 
 
-def _write_partition(part, fs, root: str, index: int, metadata: dict, row_group_size: int) -> pd.DataFrame:
-    """Write one partition's records, grouped by year/month and Hilbert-sorted; return what was written."""
+def _write_partition(
+    part, target: tuple, root: str, index: int, metadata: dict, row_group_size: int
+) -> pd.DataFrame:
+    """Write one partition's records, grouped by year/month and Hilbert-sorted; return what was written.
+
+    ``target`` is ``(url, StorageRef)``: the filesystem is made where the task runs, so no credential
+    travels in the graph.
+    """
+    fs, _ = _filesystem(target[0], resolve(target[1]))
     written = []
     if len(part) == 0:
         return pd.DataFrame({"path": pd.Series(dtype=object), "rows": pd.Series(dtype="int64")})
@@ -104,6 +112,7 @@ def export(
     ``overwrite=True``. ``storage_options`` are the target's (never written to the files).
     """
     fs, root = _filesystem(path, storage_options)
+    target = (path, for_graph(storage_options))
     if fs.exists(root) and not overwrite:
         raise CollectionError(f"{path} exists; pass overwrite=True to replace it")
     staging = f"{root}.tmp-{uuid.uuid4().hex[:12]}"
@@ -114,7 +123,7 @@ def export(
     metadata = _file_metadata(collection, date_range)
     frame = collection.frame
     parts = [
-        dask.delayed(_write_partition_or_error)(part, fs, staging, i, metadata, row_group_size)
+        dask.delayed(_write_partition_or_error)(part, target, staging, i, metadata, row_group_size)
         for i, part in enumerate(frame.to_delayed())
     ]
     try:
@@ -197,8 +206,8 @@ def _prune_expression(bbox, date_range, hive: bool) -> pc.Expression | None:
 
 def _read_fragment(task: tuple) -> pd.DataFrame:
     """One partition: the kept row groups of one file, filtered exactly, as normalised records."""
-    path, row_groups, filesystem_json, expr, partition_values = task
-    fs = fsspec.AbstractFileSystem.from_json(filesystem_json)
+    path, row_groups, (url, storage), expr, partition_values = task
+    fs, _ = _filesystem(url, resolve(storage))
     with fs.open(path, "rb") as f:
         table = pq.ParquetFile(f).read_row_groups(row_groups)
     for name, value in partition_values.items():
@@ -253,7 +262,7 @@ def load(
         raise CollectionError(f"{path} holds no Parquet files")
     fragments = all_fragments if expr is None else list(dataset.get_fragments(filter=expr))
     tasks, row_groups_kept, files_kept = [], 0, 0
-    fs_json = fs.to_json()
+    source = (path, for_graph(storage_options))
     row_groups_total = sum(fragment.num_row_groups for fragment in all_fragments)
     for fragment in fragments:
         kept = [fragment] if expr is None else fragment.split_by_row_group(expr, schema=dataset.schema)
@@ -263,14 +272,14 @@ def load(
         files_kept += 1
         row_groups_kept += len(groups)
         values = pads.get_partition_keys(fragment.partition_expression)
-        tasks.append((fragment.path, groups, fs_json, expr, {k: int(v) for k, v in values.items()}))
+        tasks.append((fragment.path, groups, source, expr, {k: int(v) for k, v in values.items()}))
     first = pq.ParquetFile(all_fragments[0].path, filesystem=arrow_fs)
     file_meta = {
         k.decode(): v.decode(errors="replace") for k, v in (first.schema_arrow.metadata or {}).items()
     }
     first_values = pads.get_partition_keys(fragments[0].partition_expression)
     meta = _read_fragment(
-        (fragments[0].path, [], fs_json, None, {k: int(v) for k, v in first_values.items()})
+        (fragments[0].path, [], source, None, {k: int(v) for k, v in first_values.items()})
     )
     if tasks:
         frame = dd.from_map(_read_fragment, tasks, meta=meta, enforce_metadata=False)

@@ -1316,3 +1316,280 @@ def choose_overview(
         if abs(target - ratio) < epsilon:
             break
     return best
+
+
+# --------------------------------------------------------------------------------------------------------
+# Blocks of a larger warp
+#
+# A lazy stack warps each output block (a Dask chunk) on its own, yet must equal ``rasterio.warp.reproject``
+# of the whole source onto the whole output. Block-by-block results differ from GDAL's unless each block
+# repeats what GDAL did for the pixels it holds: GDAL splits the output into its own warp chunks, reads each
+# chunk's source window (pixels outside it count as outside the raster), derives the chunk's kernel
+# scale, and transforms coordinates along each of the chunk's scanlines, whose length decides where the
+# approximate transformer interpolates. :func:`warp_layout` computes GDAL's chunks once per (source,
+# output); :func:`plan_block_warp` cuts them to one block and says which source pixels the block needs;
+# :func:`warp_block` warps those pixels into the block.
+
+# Outputs wider or taller than this are not split as GDAL would split them (that costs one source window
+# per GDAL chunk, per source, at planning time); each block is then warped as a GDAL chunk of its own, its
+# own width being the scanline length, so values may differ from a whole-output warp by the approximate
+# transformer's error (at most ``max_error`` source pixels of position).
+MAX_LAYOUT_SIDE = 16384
+# Source pixels read beyond the kernel's reach around a piece's outline: the outline's own sampling, the
+# approximate transformer's error and the 2 x 2 / 4 x 4 kernels' extra row and column.
+_NEED_MARGIN = 3
+
+
+@dataclass(frozen=True)
+class WarpLayout:
+    """GDAL's warp chunks of ``target`` for one source raster, as ``rasterio.warp.reproject`` makes them.
+
+    ``chunks`` holds ``((col_off, row_off, width, height), window, scale)`` per chunk, in target pixels,
+    with GDAL's source window ``(col_off, row_off, width, height)`` in source pixels (width 0: the chunk
+    reads nothing) and the chunk's kernel scale; None when the target is larger than
+    :data:`MAX_LAYOUT_SIDE` (each block is then its own chunk). ``method`` is the method GDAL really runs
+    (nearest for the translation shortcut).
+    """
+
+    target: Grid
+    source_crs: str
+    source_transform: tuple[float, ...]
+    source_width: int
+    source_height: int
+    method: str
+    radius: int
+    max_error: float
+    chunks: tuple | None
+
+
+@dataclass(frozen=True)
+class WarpPiece:
+    """The part of one GDAL chunk inside a block.
+
+    ``chunk`` is the GDAL chunk ``(col_off, row_off, width, height)`` (target pixels; its width is the
+    scanline length), ``rows`` and ``cols`` the block's target pixels in it (half-open, whole-target
+    numbering), ``need`` the source pixels ``(row0, row1, col0, col1)`` its kernels can touch (within
+    GDAL's window of the chunk), ``scale`` the chunk's kernel scale.
+    """
+
+    chunk: tuple[int, int, int, int]
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    need: tuple[int, int, int, int]
+    scale: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class BlockWarp:
+    """How to warp one block ``(row0, row1, col0, col1)`` of a layout's target: a small picklable plan."""
+
+    target: Grid
+    block: tuple[int, int, int, int]
+    source_crs: str
+    source_transform: tuple[float, ...]
+    method: str
+    max_error: float
+    pieces: tuple[WarpPiece, ...]
+
+    @property
+    def source_window(self) -> tuple[int, int, int, int]:
+        """``(row0, row1, col0, col1)``: the source pixels :func:`warp_block` needs, all pieces together."""
+        needs = np.array([p.need for p in self.pieces])
+        return (
+            int(needs[:, 0].min()),
+            int(needs[:, 1].max()),
+            int(needs[:, 2].min()),
+            int(needs[:, 3].max()),
+        )
+
+
+def warp_layout(
+    target: Grid,
+    source_crs: str,
+    source_transform,
+    source_width: int,
+    source_height: int,
+    *,
+    method: str = "nearest",
+    dtype="uint8",
+    bands: int = 1,
+    nodata: float | None = None,
+    fill_value: float | None = None,
+    max_error: float = DEFAULT_MAX_ERROR,
+) -> WarpLayout:
+    """GDAL's warp chunks for warping a whole ``source_width`` x ``source_height`` raster onto ``target``.
+
+    Parameters are those of :func:`warp` (``dtype`` and ``bands`` describe the source array, which GDAL's
+    memory budget depends on). Planning only: no pixel is needed.
+    """
+    _check_method(method)
+    err = _check_max_error(max_error)
+    transform = tuple(float(v) for v in tuple(source_transform)[:6])
+    if is_pixel_translation(target, source_crs, transform):
+        method, radius = "nearest", 0
+    else:
+        radius = _FILTER_RADIUS[method]
+    chunks = None
+    if target.width <= MAX_LAYOUT_SIDE and target.height <= MAX_LAYOUT_SIDE:
+        base = _base_transform(target, source_crs, transform)
+        dst_nodata = fill_value if fill_value is not None else nodata
+        bits = np.dtype(dtype).itemsize * 8 * bands
+        found = _gdal_chunks(
+            base,
+            target,
+            int(source_width),
+            int(source_height),
+            radius,
+            bits + (bands if nodata is not None else 0),
+            bits + (bands if dst_nodata is not None else 0),
+        )
+        chunks = tuple(
+            (
+                rect,
+                (w.x_off, w.y_off, 0 if w.empty else w.x_size, 0 if w.empty else w.y_size),
+                _scale_of(rect, w),
+            )
+            for rect, w in found
+        )
+    return WarpLayout(
+        target, source_crs, transform, int(source_width), int(source_height), method, radius, err, chunks
+    )
+
+
+def _scale_of(rect: tuple[int, int, int, int], window: _SourceWindow) -> tuple[float, float]:
+    return (1.0, 1.0) if window.empty else _window_scale(rect[2], rect[3], window)
+
+
+def plan_block_warp(layout: WarpLayout, block: tuple[int, int, int, int]) -> BlockWarp | None:
+    """Cut ``layout`` to the target pixels ``block = (row0, row1, col0, col1)``; None if none gets a value.
+
+    Each piece's ``need`` is the box around its outline's source positions, widened by the kernel's
+    radius at the chunk's scale and a margin, and clipped to GDAL's window of the chunk: what GDAL would
+    read for those pixels.
+    """
+    r0, r1, c0, c1 = (int(v) for v in block)
+    base = _base_transform(layout.target, layout.source_crs, layout.source_transform)
+    if layout.chunks is not None:
+        chunks = layout.chunks
+    else:
+        rect = (c0, r0, c1 - c0, r1 - r0)
+        w = _source_window(base, rect, layout.source_width, layout.source_height, layout.radius)
+        window = (w.x_off, w.y_off, 0 if w.empty else w.x_size, 0 if w.empty else w.y_size)
+        chunks = ((rect, window, _scale_of(rect, w)),)
+    pieces = []
+    for (dx, dy, dw, dh), (wx, wy, ww, wh), scale in chunks:
+        pr0, pr1, pc0, pc1 = max(r0, dy), min(r1, dy + dh), max(c0, dx), min(c1, dx + dw)
+        if pr0 >= pr1 or pc0 >= pc1 or ww <= 0 or wh <= 0:
+            continue
+        need = _piece_need(base, (pc0, pr0, pc1 - pc0, pr1 - pr0), (wx, wy, ww, wh), layout.method, scale)
+        if need is not None:
+            pieces.append(WarpPiece((dx, dy, dw, dh), (pr0, pr1), (pc0, pc1), need, scale))
+    if not pieces:
+        return None
+    return BlockWarp(
+        layout.target,
+        (r0, r1, c0, c1),
+        layout.source_crs,
+        layout.source_transform,
+        layout.method,
+        layout.max_error,
+        tuple(pieces),
+    )
+
+
+def _piece_need(base, rect, window, method: str, scale) -> tuple[int, int, int, int] | None:
+    wx, wy, ww, wh = window
+    sx, sy = base(*_edge_samples(*rect, False))
+    ok = np.isfinite(sx) & np.isfinite(sy)
+    if ok.all():
+        pad_x = _radius(method, scale[0]) + _NEED_MARGIN
+        pad_y = _radius(method, scale[1]) + _NEED_MARGIN
+        col0 = math.floor(float(np.clip(sx.min(), -_FAR, _FAR))) - pad_x
+        col1 = math.ceil(float(np.clip(sx.max(), -_FAR, _FAR))) + pad_x
+        row0 = math.floor(float(np.clip(sy.min(), -_FAR, _FAR))) - pad_y
+        row1 = math.ceil(float(np.clip(sy.max(), -_FAR, _FAR))) + pad_y
+    else:  # part of the outline does not transform: the whole window may be needed
+        col0, col1, row0, row1 = wx, wx + ww, wy, wy + wh
+    col0, col1 = max(col0, wx), min(col1, wx + ww)
+    row0, row1 = max(row0, wy), min(row1, wy + wh)
+    if col0 >= col1 or row0 >= row1:
+        return None
+    return (row0, row1, col0, col1)
+
+
+def warp_block(
+    plan: BlockWarp,
+    source: np.ndarray,
+    source_offset: tuple[int, int],
+    *,
+    nodata: float | None = None,
+    source_valid: np.ndarray | None = None,
+    fill_value: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Warp the pixels of ``plan``'s block: ``warp(whole source, ..., target)`` cut to the block.
+
+    ``source`` (``(rows, cols)`` or ``(bands, rows, cols)``) is a window of the raster whose top-left pixel
+    is ``source_offset = (row, col)``; it must hold ``plan.source_window``. ``source_valid``, ``nodata``
+    and ``fill_value`` are as for :func:`warp`. Equal to the whole-output warp as long as the layout was
+    not too large (see :data:`MAX_LAYOUT_SIDE`), except that GDAL's no-mask bilinear shortcut is decided
+    over the piece's pixels rather than the whole chunk's (it changes only NaN or infinite results).
+    """
+    src = np.asarray(source)
+    if src.ndim not in (2, 3):
+        raise PlanError(f"source must be a 2-D or 3-D array, got shape {src.shape}")
+    src3 = src[np.newaxis] if src.ndim == 2 else src
+    valid3 = None
+    if source_valid is not None:
+        valid3 = np.asarray(source_valid, dtype=bool)
+        valid3 = valid3[np.newaxis] if valid3.ndim == 2 else valid3
+    row_off, col_off = (int(v) for v in source_offset)
+    need_r0, need_r1, need_c0, need_c1 = plan.source_window
+    if (
+        need_r0 < row_off
+        or need_c0 < col_off
+        or need_r1 > row_off + src3.shape[1]
+        or need_c1 > col_off + src3.shape[2]
+    ):
+        raise PlanError(
+            f"the source window rows {row_off}..{row_off + src3.shape[1]}, cols {col_off}.."
+            f"{col_off + src3.shape[2]} does not hold the pixels the block needs {plan.source_window}"
+        )
+    r0, r1, c0, c1 = plan.block
+    dst_nodata = fill_value if fill_value is not None else nodata
+    fill = _fill_scalar(dst_nodata if dst_nodata is not None else 0, src3.dtype)
+    out = np.full((src3.shape[0], r1 - r0, c1 - c0), fill, dtype=src3.dtype)
+    out_valid = np.zeros(out.shape, dtype=bool)
+    base = _base_transform(plan.target, plan.source_crs, plan.source_transform)
+    for piece in plan.pieces:
+        dx, _, dw, _ = piece.chunk
+        pr0, pr1 = piece.rows
+        pc0, pc1 = piece.cols
+        nr0, nr1, nc0, nc1 = piece.need
+        ys = slice(nr0 - row_off, nr1 - row_off)
+        xs = slice(nc0 - col_off, nc1 - col_off)
+        # Whole scanlines of the GDAL chunk, so the approximate transformer interpolates as GDAL's did.
+        take = slice(pc0 - dx, pc1 - dx)
+        line = np.arange(dw, dtype=np.float64) + dx
+        lines = np.arange(pr0, pr1, dtype=np.float64)
+        footprints = None
+        if plan.method in _AREA_METHODS:
+            x1, y1 = _approx_rows(line, lines, base, plan.max_error)
+            x2, y2 = _approx_rows(line + 1.0, lines + 1.0, base, plan.max_error)
+            footprints = (x1[:, take] - nc0, y1[:, take] - nr0, x2[:, take] - nc0, y2[:, take] - nr0)
+        cols, rows = _approx_rows(line + 0.5, lines + 0.5, base, plan.max_error)
+        values, valid = resample(
+            src3[:, ys, xs],
+            None if valid3 is None else valid3[:, ys, xs],
+            cols[:, take] - nc0,
+            rows[:, take] - nr0,
+            method=plan.method,
+            nodata=nodata,
+            fill_value=fill_value,
+            scale=piece.scale,
+            footprints=footprints,
+        )
+        out[:, pr0 - r0 : pr1 - r0, pc0 - c0 : pc1 - c0] = values
+        out_valid[:, pr0 - r0 : pr1 - r0, pc0 - c0 : pc1 - c0] = valid
+    if src.ndim == 2:
+        return out[0], out_valid[0]
+    return out, out_valid

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from ..errors import RangeRequestError, RemoteFileChangedError
 from . import stats
 from .config import FileIdentity, IOConfig
+from .credentials import resolve
 from .loop import run_sync
 from .ranges import Buffer, coalesce, split
 from .signing import Signer, get_signer
@@ -220,6 +221,7 @@ async def read_ranges_async(
     config = config or DEFAULT_CONFIG
     where = locate(url)
     merged = coalesce(ranges, config.max_gap, config.max_merged_size)
+    storage_options = resolve(storage_options)
     store = await get_store(where.protocol, storage_options)
     signer = await get_signer(storage_options)
     seen = _Consistency(url, expect)
@@ -258,6 +260,7 @@ async def read_prefix_async(
         raise ValueError(f"read_prefix needs a positive length, got {length}")
     config = config or DEFAULT_CONFIG
     where = locate(url)
+    storage_options = resolve(storage_options)
     store = await get_store(where.protocol, storage_options)
     signer = await get_signer(storage_options)
     seen = _Consistency(url, None)
@@ -280,6 +283,7 @@ async def read_info_async(
     """The identity (size, ETag, Last-Modified) of a file, without reading more than one byte."""
     config = config or DEFAULT_CONFIG
     where = locate(url)
+    storage_options = resolve(storage_options)
     store = await get_store(where.protocol, storage_options)
     signer = await get_signer(storage_options)
     sem = host_semaphore(where.host, config.concurrency_for(where.protocol))

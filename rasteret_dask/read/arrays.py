@@ -28,7 +28,7 @@ from ..io.config import IOConfig
 from ..io.ranges import coalesce
 from .grids import bounds_in, raster_outline
 from .records import RecordSource
-from .stack import ChunkPlan, plan_source, read_chunk
+from .stack import ChunkPlan, SourcePlanner, read_chunk
 from .validity import band_fill
 
 
@@ -224,6 +224,7 @@ def build_stack(
     name = f"rasteret-read-{token}"
     layer: dict = {}
     plans: dict = {}
+    planners: dict[tuple[int, int], SourcePlanner] = {}
     for tc in range(len(t_edges) - 1):
         for i in range(len(y_edges) - 1):
             for j in range(len(x_edges) - 1):
@@ -234,23 +235,24 @@ def build_stack(
                     x_edges[j + 1] - x_edges[j],
                 )
                 chunk = grid.window_grid(y_edges[i], x_edges[j], shape[1], shape[2])
-                sources = []
+                sources, ids = [], []
                 for r, b in sorted(
                     touched.get((tc, i, j), []), key=lambda rb: (step_of[rb[0]], rb[1], rb[0])
                 ):
-                    planned = plan_source(
-                        chunk,
-                        records[r].bands[b],
-                        records[r].crs,
-                        step=step_of[r] - t_edges[tc],
-                        band=b,
-                        method=resampling,
+                    planner = planners.get((r, b))
+                    if planner is None:
+                        planner = planners[(r, b)] = SourcePlanner(
+                            grid, records[r].bands[b], records[r].crs, method=resampling, fill=fills[b]
+                        )
+                    planned = planner.plan(
+                        y_edges[i], x_edges[j], shape[1], shape[2], step=step_of[r] - t_edges[tc], band=b
                     )
                     if planned is not None:
                         sources.append(planned)
+                        ids.append(records[r].record_id)
                 if sources:
                     plan = ChunkPlan(chunk, shape[0], dtypes, fills, tuple(sources), fuse, resampling)
-                    plans[key] = (plan, [records[r].record_id for r, _ in touched[(tc, i, j)]])
+                    plans[key] = (plan, ids)
                     layer[key] = Task(key, read_chunk, plan, storage_options, config, _data_producer=True)
                 else:
                     layer[key] = Task(key, _empty_block, dtypes, fills, shape)

@@ -13,30 +13,34 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from affine import Affine
 
 from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
 from ..errors import PlanError
 from ..geo.grid import Grid
-from ..geo.warp import choose_overview, overview_target_resolution, warp
+from ..geo.warp import (
+    BlockWarp,
+    choose_overview,
+    overview_target_resolution,
+    plan_block_warp,
+    warp_block,
+    warp_layout,
+)
 from ..geo.windows import PixelWindow
 from ..io.config import IOConfig
-from .grids import bounds_in, pixel_offset, raster_outline
+from .grids import pixel_offset
 from .records import BandSource
 from .validity import valid_pixels
 
 FUSE_METHODS = ("first", "last", "min", "max", "mean", "median")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average", "mode", "min", "max")
-# Source pixels read beyond a warped chunk's footprint: enough for the cubic kernel (2) and rounding.
-_WARP_MARGIN = 3
 
 
 @dataclass(frozen=True)
 class SourceRead:
     """One record-band's contribution to one chunk: the window to read and how it lands on the chunk.
 
-    ``offset`` is the window's (row, col) in the chunk when the source lies on the chunk's lattice
-    (a copy); otherwise the window is warped from ``window_crs``/``window_transform`` with ``method``.
+    ``offset`` is the window's (row, col) in the chunk when the source lies on the chunk's lattice (a
+    copy, no resampling); otherwise ``warp`` says how the window is warped onto the chunk.
     """
 
     step: int
@@ -46,8 +50,7 @@ class SourceRead:
     mask: WindowRead | None
     nodata: float | None
     offset: tuple[int, int] | None
-    window_crs: str
-    window_transform: tuple[float, ...]
+    warp: BlockWarp | None = None
 
 
 @dataclass(frozen=True)
@@ -63,71 +66,77 @@ class ChunkPlan:
     method: str
 
 
-def _window_transform(transform, window: PixelWindow) -> tuple[float, ...]:
-    a, b, c, d, e, f = transform
-    return (
-        a,
-        b,
-        c + a * window.col_start + b * window.row_start,
-        d,
-        e,
-        f + d * window.col_start + e * window.row_start,
-    )
+class SourcePlanner:
+    """Plans one band of one record (``source``, in ``crs``) onto the chunks of the output ``grid``.
 
+    A source on the grid's pixel lattice is copied. Any other is warped as ``rasterio.warp.reproject``
+    warps the whole source onto the whole grid: from the overview level GDAL's warper picks for the whole
+    grid (gdalwarp's rule, :func:`~rasteret_dask.geo.warp.choose_overview`), with GDAL's warp chunks of the
+    whole grid (:func:`~rasteret_dask.geo.warp.warp_layout`), so that a chunk's pixels are bit for bit
+    those of the whole-grid warp: each chunk computes source positions along whole GDAL scanlines, with
+    GDAL's kernel scale and source window. Both are worked out once per (record, band), not per chunk.
+    """
 
-def plan_source(
-    chunk: Grid, source: BandSource, crs: str, *, step: int, band: int, method: str
-) -> SourceRead | None:
-    """How ``source`` (one band of one record, in ``crs``) contributes to ``chunk``; None if it does not."""
-    header = source.header
-    if header.geo.transform is None:
-        return None
-    offset = pixel_offset(chunk, crs, header.geo.transform)
-    level = 0
-    if offset is not None:
-        row0, col0 = -offset[0], -offset[1]
-        window = _clip(row0, row0 + chunk.height, col0, col0 + chunk.width, header.width, header.height)
-        if window is None:
-            return None
-        place = (window.row_start - row0, window.col_start - col0)
-        transform = header.geo.transform
-    else:
-        resolutions = [abs(header.level_transform(i)[0]) for i in range(len(header.levels))]
-        wanted = overview_target_resolution(chunk, crs, header.geo.transform)
-        if len(resolutions) > 1 and math.isfinite(wanted):
-            level = choose_overview(resolutions, wanted)
-        transform = header.level_transform(level)
-        lvl = header.levels[level]
-        outline = raster_outline(chunk.transform, chunk.width, chunk.height)
-        box = bounds_in(outline, chunk.crs, crs)
-        if box is None:
-            return None
-        inverse = ~Affine(*transform)
-        corners = np.array([(box[0], box[1]), (box[0], box[3]), (box[2], box[1]), (box[2], box[3])])
-        cols, rows = inverse * (corners[:, 0], corners[:, 1])
-        window = _clip(
-            math.floor(min(rows)) - _WARP_MARGIN,
-            math.ceil(max(rows)) + _WARP_MARGIN,
-            math.floor(min(cols)) - _WARP_MARGIN,
-            math.ceil(max(cols)) + _WARP_MARGIN,
+    def __init__(self, grid: Grid, source: BandSource, crs: str, *, method: str, fill):
+        self.grid, self.source, self.crs = grid, source, crs
+        header = source.header
+        self.offset = None
+        self.layout = None
+        self.level = 0
+        if header.geo.transform is None:
+            return
+        self.offset = pixel_offset(grid, crs, header.geo.transform)
+        if self.offset is not None:
+            return
+        resolutions = [math.hypot(*header.level_transform(i)[0:4:3]) for i in range(len(header.levels))]
+        if len(resolutions) > 1:
+            wanted = overview_target_resolution(grid, crs, header.geo.transform)
+            if math.isfinite(wanted):
+                self.level = choose_overview(resolutions, wanted)
+        lvl = header.levels[self.level]
+        self.layout = warp_layout(
+            grid,
+            crs,
+            header.level_transform(self.level),
             lvl.width,
             lvl.height,
+            method=method,
+            dtype=header.dtype,
+            nodata=header.nodata,
+            fill_value=fill,
         )
-        if window is None:
+
+    def plan(
+        self, row0: int, col0: int, height: int, width: int, *, step: int, band: int
+    ) -> SourceRead | None:
+        """The source's part in the chunk of ``grid`` at ``(row0, col0)``; None when it has none."""
+        header = self.source.header
+        block_warp = None
+        if self.offset is not None:
+            r0, c0 = row0 - self.offset[0], col0 - self.offset[1]
+            window = _clip(r0, r0 + height, c0, c0 + width, header.width, header.height)
+            if window is None:
+                return None
+            place = (window.row_start - r0, window.col_start - c0)
+        elif self.layout is not None:
+            block_warp = plan_block_warp(self.layout, (row0, row0 + height, col0, col0 + width))
+            if block_warp is None:
+                return None
+            window = PixelWindow(*block_warp.source_window)
+            place = None
+        else:
             return None
-        place = None
-    samples = (source.sample,)
-    return SourceRead(
-        step=step,
-        band=band,
-        sample=0,
-        read=plan_window_read(source.url, header, window, samples=samples, level=level),
-        mask=plan_mask_read(source.url, header, window, level=level),
-        nodata=header.nodata,
-        offset=place,
-        window_crs=crs,
-        window_transform=_window_transform(transform, window),
-    )
+        url = self.source.url
+        return SourceRead(
+            step=step,
+            band=band,
+            sample=0,
+            read=plan_window_read(url, header, window, samples=(self.source.sample,), level=self.level),
+            mask=plan_mask_read(url, header, window, level=self.level),
+            nodata=header.nodata,
+            offset=place,
+            warp=block_warp,
+        )
 
 
 def _clip(r0: int, r1: int, c0: int, c1: int, width: int, height: int) -> PixelWindow | None:
@@ -140,7 +149,7 @@ def _clip(r0: int, r1: int, c0: int, c1: int, width: int, height: int) -> PixelW
 # -- execution ------------------------------------------------------------------------------------
 
 
-def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, method: str, fill):
+def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, fill):
     """(values, valid) of one source on the chunk grid."""
     data = pixels[source.sample]
     valid = valid_pixels(data, source.nodata, source.read.codec, mask)
@@ -151,12 +160,11 @@ def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, meth
         values[r : r + data.shape[0], c : c + data.shape[1]] = data
         ok[r : r + data.shape[0], c : c + data.shape[1]] = valid
         return values, ok
-    return warp(
+    window = source.read.window
+    return warp_block(
+        source.warp,
         data,
-        source.window_crs,
-        source.window_transform,
-        grid,
-        method=method,
+        (window.row_start, window.col_start),
         nodata=source.nodata,
         source_valid=valid,
         fill_value=fill,
@@ -202,7 +210,7 @@ def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOC
         data = next(pixels)
         mask = next(pixels) if source.mask is not None else None
         fill = np.asarray(plan.fills[source.band]).astype(plan.dtypes[source.band])[()]
-        part = _contribution(source, data, mask, plan.grid, plan.method, fill)
+        part = _contribution(source, data, mask, plan.grid, fill)
         contributions.setdefault((source.step, source.band), []).append(part)
     out = []
     for band, dtype in enumerate(plan.dtypes):
