@@ -9,6 +9,7 @@ import argparse
 import contextlib
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import RasteretDaskError
@@ -182,6 +183,12 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{key:>12}: {value}")
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo.run import run_demo
+
+    run_demo(Path(args.out), workers=args.workers, points=args.points)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rasteret-dask", description="Cloud raster collections with cached COG headers, on Dask."
@@ -229,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("action", choices=["list", "info"])
     datasets.add_argument("id", nargs="?", help="dataset id (for info)")
     datasets.set_defaults(run=_cmd_datasets)
+    demo = commands.add_parser(
+        "demo", help="run the offline demo: build, median composite, 100k point samples"
+    )
+    demo.add_argument("--out", default="rasteret-dask-demo", help="folder for the data and outputs")
+    demo.add_argument("--workers", type=int, default=2, help="worker processes of the LocalCluster")
+    demo.add_argument("--points", type=int, default=100_000, help="points to sample")
+    demo.set_defaults(run=_cmd_demo)
     return parser
 
 

@@ -113,8 +113,7 @@ class Collection:
         """The raster CRSs of the records (``crs`` column values such as ``"EPSG:32633"``)."""
         if CRS_COLUMN not in self._frame.columns:
             return set()
-        values = self._frame[CRS_COLUMN].dropna().unique().compute()
-        return set(values.tolist())
+        return set(self._distinct_crs().compute())
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -132,6 +131,11 @@ class Collection:
             float(parts["d"].max()),
         )
 
+    def _distinct_crs(self):
+        """Distinct raster CRSs as a delayed list (per-partition sets merged; no shuffle)."""
+        parts = self._frame[CRS_COLUMN].to_delayed()
+        return dask.delayed(lambda sets: set().union(*sets))([dask.delayed(_crs_set)(p) for p in parts])
+
     def persist(self) -> Collection:
         """Compute the frame into (cluster) memory and return it as a new Collection."""
         return self._derive(self._frame.persist())
@@ -148,14 +152,14 @@ class Collection:
                 }
             ),
         )
-        crs = self._frame[CRS_COLUMN].dropna().unique() if CRS_COLUMN in self._frame.columns else None
+        crs = self._distinct_crs() if CRS_COLUMN in self._frame.columns else None
         stats, crs = dask.compute(stats, crs)
         return {
             "records": int(stats["n"].sum()),
             "bands": self.bands,
             "start": None if stats["t0"].isna().all() else stats["t0"].min(),
             "end": None if stats["t1"].isna().all() else stats["t1"].max(),
-            "crs": sorted(crs.tolist()) if crs is not None else [],
+            "crs": sorted(crs) if crs is not None else [],
             "partitions": self.npartitions,
         }
 
@@ -557,3 +561,7 @@ def as_collection(data, **kwargs) -> Collection:
     gdf = gdf.sort_values([DATETIME, ID]).reset_index(drop=True)
     n = npartitions or max(1, -(-len(gdf) // 5000))
     return Collection(dask_geopandas.from_geopandas(gdf, npartitions=n), **kwargs)
+
+
+def _crs_set(series: pd.Series) -> set[str]:
+    return set(series.dropna().astype(str))
