@@ -183,6 +183,61 @@ def _cmd_datasets(args: argparse.Namespace) -> None:
         print(f"{key:>12}: {value}")
 
 
+def _progress_compute(collection, client) -> None:
+    """Compute a dask collection with a progress bar (distributed's with a client, else dask's)."""
+    if client is not None:
+        from distributed import progress
+
+        future = client.compute(collection)
+        progress(future, notebook=False)
+        print(file=sys.stderr)
+        future.result()
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        collection.compute()
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from .collection import load
+
+    collection = load(args.collection, storage_options=_options(args.storage_option))
+    with _scheduler(args.scheduler) as client:
+        samples = collection.sample_points(
+            args.points,
+            bands=args.bands.split(","),
+            x_column=args.x_column,
+            y_column=args.y_column,
+            geometry_crs=args.crs,
+            match=args.match,
+            layout=args.layout,
+            max_distance_pixels=args.max_distance_pixels,
+        )
+        written = samples.to_parquet(args.out, compute=False, write_index=False)
+        _progress_compute(written, client)
+    print(f"wrote {args.out}")
+
+
+def _cmd_explain(args: argparse.Namespace) -> None:
+    from .collection import load
+
+    collection = load(args.collection, storage_options=_options(args.storage_option))
+    plan = collection.get_xarray(
+        bands=args.bands.split(","),
+        bbox=args.bbox,
+        crs=args.crs,
+        resolution=args.resolution,
+        explain=True,
+    )
+    total = plan.iloc[-1]
+    print(plan.to_string(index=False))
+    print(
+        f"\n{len(plan) - 1} record-bands, {int(total['tiles'])} tiles, {int(total['gets'])} GETs,"
+        f" {int(total['bytes']) / 1e6:.1f} MB"
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo.run import run_demo
 
@@ -236,6 +291,32 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument("action", choices=["list", "info"])
     datasets.add_argument("id", nargs="?", help="dataset id (for info)")
     datasets.set_defaults(run=_cmd_datasets)
+    sample = commands.add_parser("sample", help="sample points through a collection, streaming to Parquet")
+    sample.add_argument("collection", help="folder (or URL) of an exported collection")
+    sample.add_argument("points", help="Parquet file of points (GeoParquet, or x/y columns with --crs)")
+    sample.add_argument("--bands", required=True, help="comma-separated band codes")
+    sample.add_argument("--out", required=True, help="Parquet folder to write the samples to")
+    sample.add_argument("--x-column", help="x/longitude column (with --y-column and --crs)")
+    sample.add_argument("--y-column", help="y/latitude column")
+    sample.add_argument("--crs", help="CRS of the x/y columns, e.g. EPSG:4326")
+    sample.add_argument("--match", choices=["all", "latest"], default="all")
+    sample.add_argument("--layout", choices=["wide", "long"], default="wide")
+    sample.add_argument("--max-distance-pixels", type=int, default=0)
+    sample.add_argument("--scheduler", help="address of a Dask scheduler (default: local threads)")
+    sample.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
+    sample.set_defaults(run=_cmd_sample)
+
+    explain = commands.add_parser(
+        "explain", help="print the read plan of an area: records, tiles, GETs, bytes"
+    )
+    explain.add_argument("collection", help="folder (or URL) of an exported collection")
+    explain.add_argument("--bands", required=True, help="comma-separated band codes")
+    explain.add_argument("--bbox", type=_bbox, required=True, help="WEST,SOUTH,EAST,NORTH in degrees")
+    explain.add_argument("--crs", help="output CRS (with --resolution)")
+    explain.add_argument("--resolution", type=float, help="output pixel size in CRS units")
+    explain.add_argument("--storage-option", action="append", metavar="KEY=VALUE", help="fsspec option")
+    explain.set_defaults(run=_cmd_explain)
+
     demo = commands.add_parser(
         "demo", help="run the offline demo: build, median composite, 100k point samples"
     )

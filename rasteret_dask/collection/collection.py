@@ -131,10 +131,9 @@ class Collection:
             float(parts["d"].max()),
         )
 
-    def _distinct_crs(self):
-        """Distinct raster CRSs as a delayed list (per-partition sets merged; no shuffle)."""
-        parts = self._frame[CRS_COLUMN].to_delayed()
-        return dask.delayed(lambda sets: set().union(*sets))([dask.delayed(_crs_set)(p) for p in parts])
+    def _distinct_crs(self) -> dd.Series:
+        """Distinct raster CRSs of each partition (a lazy series with repeats across partitions; no shuffle)."""
+        return self._frame[CRS_COLUMN].map_partitions(_distinct, meta=pd.Series(dtype=object))
 
     def persist(self) -> Collection:
         """Compute the frame into (cluster) memory and return it as a new Collection."""
@@ -159,7 +158,7 @@ class Collection:
             "bands": self.bands,
             "start": None if stats["t0"].isna().all() else stats["t0"].min(),
             "end": None if stats["t1"].isna().all() else stats["t1"].max(),
-            "crs": sorted(crs) if crs is not None else [],
+            "crs": sorted(set(crs)) if crs is not None else [],
             "partitions": self.npartitions,
         }
 
@@ -563,5 +562,5 @@ def as_collection(data, **kwargs) -> Collection:
     return Collection(dask_geopandas.from_geopandas(gdf, npartitions=n), **kwargs)
 
 
-def _crs_set(series: pd.Series) -> set[str]:
-    return set(series.dropna().astype(str))
+def _distinct(series: pd.Series) -> pd.Series:
+    return pd.Series(series.dropna().astype(str).unique(), dtype=object)
