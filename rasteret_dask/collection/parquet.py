@@ -245,6 +245,8 @@ def load(
 
     The returned collection has ``load_stats`` (files and row groups, total and kept).
     """
+    if not str(path).strip():
+        raise CollectionError("load() needs the path or URL of a collection")
     fs, root = _filesystem(path, storage_options)
     if not fs.exists(root):
         raise CollectionError(f"no collection at {path}")
@@ -277,9 +279,9 @@ def load(
     file_meta = {
         k.decode(): v.decode(errors="replace") for k, v in (first.schema_arrow.metadata or {}).items()
     }
-    first_values = pads.get_partition_keys(fragments[0].partition_expression)
+    first_values = pads.get_partition_keys(all_fragments[0].partition_expression)
     meta = _read_fragment(
-        (fragments[0].path, [], source, None, {k: int(v) for k, v in first_values.items()})
+        (all_fragments[0].path, [], source, None, {k: int(v) for k, v in first_values.items()})
     )
     if tasks:
         frame = dd.from_map(_read_fragment, tasks, meta=meta, enforce_metadata=False)
