@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..errors import CollectionError, SchemaError
+from ..io.cluster import for_graph
 from ..io.config import IOConfig
-from ..io.credentials import for_graph
 from ..tiff.arrow import METADATA_STRUCT
 from .collection import Collection
 from .enrich import enrich_partition

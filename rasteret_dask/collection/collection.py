@@ -16,8 +16,8 @@ import pyproj
 import shapely
 
 from ..errors import CollectionError, PlanError, SchemaError
+from ..io.cluster import for_graph
 from ..io.config import IOConfig
-from ..io.credentials import for_graph
 from ..read.aois import normalise_aois
 from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips

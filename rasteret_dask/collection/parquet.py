@@ -27,7 +27,8 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from ..errors import CollectionError
 from ..geo.hilbert import hilbert_keys
-from ..io.credentials import for_graph, resolve
+from ..io.cluster import for_graph
+from ..io.credentials import resolve
 from .collection import Collection
 from .filters import bbox_geometry, date_bounds
 from .schema import BBOX, DATETIME, MONTH, YEAR, normalise_records

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 KiB = 1024
 MiB = 1024 * KiB
 
-# Requests in flight per host when IOConfig.per_host_concurrency is None. Object stores scale with
-# request rate; a plain HTTP server is usually one machine.
-DEFAULT_CONCURRENCY = {"http": 32, "https": 32, "s3": 64, "gs": 64, "file": 16, "memory": 16}
+# Requests in flight per host when IOConfig.per_host_concurrency is None. Object stores (and the HTTPS
+# endpoints in front of them, where most asset URLs point) scale with request rate.
+DEFAULT_CONCURRENCY = {"http": 64, "https": 64, "s3": 64, "gs": 64, "file": 16, "memory": 16}
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class IOConfig:
         Largest merged request in bytes; one range longer than this is still fetched whole.
     per_host_concurrency
         Requests in flight per host (per process and event loop). None uses ``DEFAULT_CONCURRENCY``
-        for the URL's protocol (32 for HTTP, 64 for S3 and GCS).
+        for the URL's protocol (64 for HTTP, S3 and GCS; 16 for local files).
     max_attempts
         Attempts per request, the first included, before a transient failure is final.
     base_delay, max_delay

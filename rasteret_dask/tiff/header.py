@@ -8,6 +8,7 @@ prefix, whatever the file's size. Only the tags this package uses are fetched.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -114,12 +115,18 @@ class _TagReader:
         return None if entry is None else tag_array(self.fb, self.layout, entry)
 
     def ints(self, ifd: RawIfd, code: int, default: int | None = None) -> tuple[int, ...] | None:
-        values = self.array(ifd, code)
-        if values is None or len(values) == 0:
+        """Up to 64 integer values of a tag (the ones layout tags hold), or ``(default,)`` without it."""
+        entry = ifd.entries.get(code)
+        if entry is None or entry.count == 0:
             return None if default is None else (default,)
-        if values.dtype.kind == "f":
+        char = T.INTEGER_FORMATS.get(entry.field_type)
+        if char is None:
             raise MalformedTiffError(f"tag {code} of IFD {ifd.index} holds non-integer values")
-        return tuple(int(v) for v in values[:64])
+        n = min(entry.count, 64)
+        size = T.FIELD_SIZES[entry.field_type]
+        self.fb.check_span(entry.value_offset, entry.nbytes, f"the value of tag {code}")
+        raw = self.fb.get(entry.value_offset, n * size)
+        return struct.unpack(f"{self.layout.byteorder}{n}{char}", raw)
 
     def int(self, ifd: RawIfd, code: int, default: int | None = None) -> int | None:
         values = self.ints(ifd, code, default)

@@ -131,10 +131,7 @@ class TagEntry:
     field_type: int
     count: int
     value_offset: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.count * field_type_size(self.field_type)
+    nbytes: int
 
 
 @dataclass(frozen=True)
@@ -195,7 +192,7 @@ def read_ifd(fb: FileBytes, layout: TiffLayout, offset: int, index: int) -> RawI
             (value_pos,) = struct.unpack_from(
                 layout.offset_format, table, pos + 4 + (8 if layout.bigtiff else 4)
             )
-        entries.setdefault(code, TagEntry(code, field_type, n, value_pos))
+        entries.setdefault(code, TagEntry(code, field_type, n, value_pos, nbytes))
     (next_offset,) = struct.unpack_from(layout.offset_format, table, count * layout.entry_size)
     return RawIfd(index, offset, entries, next_offset)
 

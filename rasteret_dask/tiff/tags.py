@@ -30,10 +30,14 @@ FIELD_TYPES: dict[int, tuple[str, str, int]] = {
 }
 
 
+FIELD_SIZES = {code: np.dtype(char).itemsize * n for code, (_, char, n) in FIELD_TYPES.items()}
+# struct format characters of the integer field types (for fast reads of small values).
+INTEGER_FORMATS = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 13: "I", 16: "Q", 17: "q", 18: "Q"}
+
+
 def field_type_size(field_type: int) -> int:
     """Bytes taken by one value of a field type."""
-    _, char, per_value = FIELD_TYPES[field_type]
-    return np.dtype(char).itemsize * per_value
+    return FIELD_SIZES[field_type]
 
 
 NEW_SUBFILE_TYPE = 254

@@ -218,11 +218,15 @@ def _make_app(state: _State):
                 headers["Content-Range"] = f"bytes */{size}"
                 return web.Response(status=416, headers=headers)
             start, stop = (0, size) if wanted is None else wanted
-            body = os.pread(f.fileno(), stop - start, start) if stop > start else b""
+            is_head = request.method == "HEAD"
+            if is_head:  # the headers only: never read the body
+                body = b""
+                headers["Content-Length"] = str(stop - start)
+            else:
+                body = os.pread(f.fileno(), stop - start, start) if stop > start else b""
         status = 200 if wanted is None else 206
         if status == 206:
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-        is_head = request.method == "HEAD"
         if kind == "short" and status == 206 and len(body) > 1:
             body = body[: len(body) // 2]
         if kind == "truncate" and len(body) > 1 and not is_head:
