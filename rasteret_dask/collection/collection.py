@@ -270,7 +270,7 @@ class Collection:
             raises instead.
         """
         bands = self._check_bands(bands)
-        aois = normalise_aois(geometries, geometry_crs)
+        aois = normalise_aois(geometries, geometry_crs, keep_crs=True)
         candidates = self.subset(geometries=aois)
         return chips_frame(
             candidates.frame,

@@ -52,8 +52,21 @@ def _one(item) -> shapely.Geometry:
     raise PlanError(f"cannot read an AOI from a {type(item).__name__}")
 
 
-def normalise_aois(geometries, geometry_crs=None) -> gpd.GeoDataFrame:
+def _member_kinds(geoms: np.ndarray) -> set[str]:
+    """Geometry types of ``geoms``, looking inside (nested) GeometryCollections instead of naming them."""
+    kinds: set[str] = set()
+    while len(geoms):
+        collection = shapely.get_type_id(geoms) == shapely.GeometryType.GEOMETRYCOLLECTION
+        kinds |= set(gpd.GeoSeries(geoms[~collection]).geom_type.dropna())
+        geoms = shapely.get_parts(geoms[collection])
+    return kinds
+
+
+def normalise_aois(geometries, geometry_crs=None, *, keep_crs: bool = False) -> gpd.GeoDataFrame:
     """AOIs as a GeoDataFrame in CRS84 with their own columns, indexed 0..n-1 in input order.
+
+    With ``keep_crs`` the AOIs stay in the CRS they were given in (reads then reproject them straight to
+    each record's CRS, without a round trip through lon/lat that would move edges lying on pixel edges).
 
     Accepts a ``(west, south, east, north)`` bbox tuple, shapely geometries, GeoJSON mappings, WKB or WKT,
     a list of any of these, a (dask-)GeoDataFrame/GeoSeries, or a pyarrow table with GeoParquet or
@@ -80,12 +93,13 @@ def normalise_aois(geometries, geometry_crs=None) -> gpd.GeoDataFrame:
         frame = gpd.GeoDataFrame(geometry=gpd.GeoSeries(items, crs=geometry_crs or DEFAULT_AOI_CRS))
     if len(frame) == 0:
         raise PlanError("no AOI was given")
-    kinds = set(frame.geometry.geom_type.dropna())
-    if not kinds <= _AREAL | {"GeometryCollection"}:
+    kinds = _member_kinds(np.asarray(frame.geometry.array))
+    if not kinds <= _AREAL:
         raise PlanError(
             f"AOIs must be polygons, got {sorted(kinds - _AREAL)}: read pixel values at points with sample_points"
         )
     if frame.geometry.is_empty.any() or frame.geometry.isna().any():
         raise PlanError("an AOI is empty")
-    frame = frame.to_crs("OGC:CRS84") if not frame.crs.equals("OGC:CRS84") else frame
+    if not keep_crs and not frame.crs.equals("OGC:CRS84"):
+        frame = frame.to_crs("OGC:CRS84")
     return frame.reset_index(drop=True)

@@ -100,10 +100,17 @@ def chips_partition(
     config: IOConfig | None,
     errors: str,
 ) -> pd.DataFrame:
-    """Chips of one collection partition against every AOI (CRS84 GeoDataFrame indexed by AOI)."""
+    """Chips of one collection partition against every AOI.
+
+    ``aois`` is indexed by AOI and in the CRS the AOIs were given in; footprints (CRS84) are matched
+    against a CRS84 copy, while windows and masks come from the original geometry reprojected straight
+    to each record's CRS.
+    """
+    own_crs = aois.crs.to_wkt()
+    lonlat = aois.geometry if aois.crs.equals("OGC:CRS84") else aois.geometry.to_crs("OGC:CRS84")
     records = record_sources(part, bands, errors=errors)
     footprints = np.asarray(part.geometry.array) if len(part) else np.empty(0, dtype=object)
-    tree = shapely.STRtree(np.asarray(aois.geometry.array))
+    tree = shapely.STRtree(np.asarray(lonlat.array))
     aoi_pos, record_pos = (
         tree.query(footprints, predicate="intersects")[::-1] if len(footprints) else ([], [])
     )
@@ -112,7 +119,7 @@ def chips_partition(
     for k in order:
         record = records[record_pos[k]]
         sources = [s for s in record.bands if s is not None]
-        groups = _plan_pair(aois.geometry.iloc[aoi_pos[k]], "OGC:CRS84", record.crs, sources, all_touched)
+        groups = _plan_pair(aois.geometry.iloc[aoi_pos[k]], own_crs, record.crs, sources, all_touched)
         if groups:
             pairs.append((aoi_pos[k], record, groups))
             for g in groups:
@@ -143,6 +150,9 @@ def chips_partition(
 
 
 def _with_aoi_columns(chips: pd.DataFrame, aois: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Chips joined with their AOI's columns; the AOI geometry in CRS84."""
+    if not aois.crs.equals("OGC:CRS84"):
+        aois = aois.to_crs("OGC:CRS84")
     joined = chips.join(aois, on=AOI_INDEX)
     return gpd.GeoDataFrame(joined, geometry=aois.geometry.name, crs=aois.crs)
 
