@@ -195,3 +195,16 @@ def test_export_and_load_on_s3(built, s3_server):
 def test_load_of_nothing_is_a_clear_error(tmp_path):
     with pytest.raises(CollectionError, match="no collection"):
         load(str(tmp_path / "absent"))
+
+
+def test_load_one_file_over_http(built, tmp_path, range_server):
+    target = tmp_path / "collection"
+    export(built, str(target))
+    (part,) = [p for p in target.rglob("*.parquet")][:1]
+    url = range_server.put("records.parquet", part.read_bytes())
+    loaded = load(url)
+    expected = pq.read_table(part).column("id").to_pylist()
+    assert sorted(_records(loaded)["id"]) == sorted(expected)
+    assert _records(loaded)["B02_metadata"].notna().all()
+    nothing = load(url, bbox=(-10.0, -10.0, -9.0, -9.0))
+    assert nothing.load_stats.row_groups_kept == 0 and len(nothing) == 0
