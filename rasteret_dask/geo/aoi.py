@@ -122,12 +122,10 @@ def geometry_window(geometries, transform, width: int, height: int) -> PixelWind
         raise PlanError(f"raster size must be positive, got {width} x {height}")
     if not polygons:
         return None
-    try:
-        inverse = ~_as_affine(transform)
-    except PlanError:
-        raise
-    except Exception as exc:
-        raise PlanError(f"transform {transform!r} cannot be inverted") from exc
+    forward = _as_affine(transform)
+    if forward.is_degenerate:
+        raise PlanError(f"transform {transform!r} cannot be inverted")
+    inverse = ~forward
     xy = shapely.get_coordinates(np.asarray(polygons, dtype=object))
     if not np.isfinite(xy).all():
         raise PlanError("AOI coordinates must be finite")

