@@ -85,8 +85,9 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` in CRS units: the box around the grid's four outer corners."""
-        t = self.affine
-        xs, ys = zip(*(t * (c, r) for c in (0, self.width) for r in (0, self.height)), strict=True)
+        a, b, c, d, e, f = self.transform
+        corners = [(a * i + b * j + c, d * i + e * j + f) for i in (0, self.width) for j in (0, self.height)]
+        xs, ys = zip(*corners, strict=True)
         return (min(xs), min(ys), max(xs), max(ys))
 
     @classmethod
@@ -98,8 +99,10 @@ class Grid:
     ) -> Grid:
         """The north-up grid of ``resolution`` covering ``bounds``, its edges snapped outward to whole pixels.
 
-        Pixel edges lie on whole multiples of the resolution (as ``gdalwarp -tap``), so grids built from
-        different bounds with the same resolution share pixel edges and tile each other.
+        Pixel edges lie on whole multiples of the resolution (as ``gdalwarp -tap`` and
+        ``rasterio.warp.aligned_target``), so grids built from different bounds with the same resolution
+        share pixel edges and tile each other. A bound within 1e-9 pixel of a pixel edge is taken to be
+        on it (floating-point noise such as ``0.1 * 3`` does not add a pixel).
 
         Parameters
         ----------
@@ -136,5 +139,7 @@ class Grid:
         The block may reach outside this grid (it is the same lattice of pixels, extended); it is the grid
         of one chunk of a larger output.
         """
-        shifted = self.affine * Affine.translation(int(col_off), int(row_off))
-        return Grid(self.crs, tuple(shifted)[:6], int(width), int(height))
+        a, b, c, d, e, f = self.transform
+        col, row = int(col_off), int(row_off)
+        shifted = (a, b, a * col + b * row + c, d, e, d * col + e * row + f)
+        return Grid(self.crs, shifted, int(width), int(height))

@@ -1,32 +1,39 @@
 """Resampling kernels for target-grid reads: GDAL's warper, as ``rasterio.warp.reproject`` runs it, in numpy.
 
 The oracle is GDAL 3.10 (the GDAL of the rasterio 1.4 wheels) with the options rasterio sets: source nodata
-unified over bands (``UNIFIED_SRC_NODATA=YES``), destination initialised to its nodata (``INIT_DEST``), one
-warp chunk for the whole target. The rules below were learnt from GDAL's ``alg/gdalwarpkernel.cpp``,
-``alg/gdalwarpoperation.cpp`` and ``apps/gdalwarp_lib.cpp`` (read, not copied) and are checked pixel by pixel
-against rasterio in ``tests/geo/test_warp.py``.
+unified over bands (``UNIFIED_SRC_NODATA=YES``), the destination initialised to its nodata, GDAL's default
+64 MiB warp memory and its approximate coordinate transformer (0.125 pixel). The rules were learnt by
+reading GDAL's ``alg/gdalwarpkernel.cpp``, ``alg/gdalwarpoperation.cpp``, ``alg/gdaltransformer.cpp``
+and ``apps/gdalwarp_lib.cpp`` (nothing copied) and are checked pixel by pixel against rasterio and
+gdalwarp in ``tests/geo/test_warp.py``.
 
 Coordinates
     Every target pixel *centre* ``(i + 0.5, j + 0.5)`` goes through the target transform, pyproj
     (``always_xy``) and the inverse source transform to fractional source ``(col, row)``
-    (:func:`source_coordinates`). Area methods use the target pixel *corners* instead
-    (:func:`source_footprints`). By default, as GDAL's approximate transformer does for rasterio (whose
-    ``reproject`` always uses a 0.125-pixel error), points are transformed exactly only where needed
-    along each target row and interpolated linearly between; ``max_error=0`` transforms every point.
+    (:func:`source_coordinates`); area methods use each pixel's top-left and bottom-right *corners*
+    (:func:`source_footprints`). By default, as GDAL's approximate transformer does for rasterio, points
+    are transformed exactly only where needed along each target row and interpolated linearly between
+    (error at most 0.125 source pixel); ``max_error=0`` transforms every point.
 
 Nodata never bleeds
     A source pixel is valid when ``source_valid`` says so and it is not the nodata value. A target pixel
-    whose centre falls on an invalid source pixel, or outside the source, is invalid (nearest, bilinear,
+    whose centre falls on an invalid source pixel, or off the source, is invalid (nearest, bilinear,
     cubic). Bilinear weights are renormalised over the valid pixels of the 2 x 2 neighbourhood; cubic
-    falls back to that bilinear when any of its 4 x 4 pixels is invalid or off the source (GDAL's rule);
-    when downsampling, bilinear and cubic widen into GDAL's scaled filters, renormalised over valid
-    pixels. Average, mode, min and max use only valid source pixels in the target pixel's footprint. An
-    invalid target pixel holds ``fill_value``.
+    falls back to that bilinear when any of its 4 x 4 pixels is invalid or off the source (GDAL's rule,
+    not a renormalised cubic); when downsampling, bilinear and cubic become GDAL's filters widened by the
+    scale, renormalised over valid pixels. Average, mode, min and max use only the valid source pixels
+    in the target pixel's footprint. A target pixel with no valid source holds ``fill_value``. (Values
+    are only as valid as the caller says: NaNs in a float raster without a NaN nodata are data, and
+    spread through bilinear and cubic as in GDAL.)
 
 Source windows
     ``cols`` and ``rows`` are relative to the array handed in, which may be a window of the raster. Pixels
-    outside that array count as outside the raster, as GDAL treats its chunk's source window, so a window
+    outside that array count as off the raster, as GDAL treats its chunk's source window, so a window
     must cover what :func:`required_window` says (clipped only by the raster's own edges).
+
+Entry points: :func:`resample` (the kernels, for a planner that brings its own coordinates and window),
+:func:`warp` (a whole in-memory raster onto a grid, exactly as rasterio does it), :func:`kernel_scale`,
+:func:`choose_overview`.
 """
 
 from __future__ import annotations
@@ -74,8 +81,14 @@ _FILTER_MIN_WEIGHT = 0.000001
 _UNIT_WEIGHT_TOL = 0.00001
 # Bilinear and cubic use the 2 x 2 / 4 x 4 formulas unless the scale is below this (PerformWarp).
 _FOUR_SAMPLE_SCALE = 0.95
-# Target pixels per area-method work unit, times the footprint size: bounds memory for mode.
-_MODE_BLOCK = 1 << 22
+# Target pixels processed at once: small enough for a kernel's temporaries to stay in cache.
+_BLOCK = 1 << 16
+# Gathered (pixels x taps) or (pixels x footprint cells) elements per step: bounds temporaries.
+_TAP_BLOCK = 1 << 18
+# Filters with more taps than this gather a row of taps at a time (a tap at a time below).
+_MANY_TAPS = 256
+# Footprints with at most this many source cells are visited cell by cell, in GDAL's order.
+_SMALL_FOOTPRINT = 64
 # Coordinates are clipped to +-this before integer casts (far outside any raster a TIFF can describe).
 _FAR = float(1 << 40)
 # Types with GDAL's dedicated nearest kernels (GWKNearestByte/Short/Float), which store values unchanged.
@@ -233,8 +246,9 @@ def _approx_rows(xs: np.ndarray, ys: np.ndarray, base, max_error: float) -> tupl
                 failed = ~(np.isfinite(bx).all(axis=1) & np.isfinite(by).all(axis=1))
             else:
                 failed = np.zeros(rows.size, dtype=bool)
-            for take, lo, hi in ((failed, s, s + mid), (failed, s + mid, s + length - 1)):
-                exact(rows[take], np.arange(lo + 1, hi))
+            # A middle point that fails to transform: GDAL transforms the whole segment exactly.
+            exact(rows[failed], np.arange(s + 1, s + mid))
+            exact(rows[failed], np.arange(s + mid + 1, s + length - 1))
             for k, col in enumerate((s, s + mid, s + length - 1)):
                 out_x[rows[failed], col] = tx[failed, k]
                 out_y[rows[failed], col] = ty[failed, k]
@@ -553,17 +567,22 @@ def _gdal_chunks(
 
 
 def _estimate_scale(cols: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-    """A kernel scale from the centres alone: target pixels over the source extent they span."""
-    h, w = cols.shape if cols.ndim == 2 else (1, cols.size)
+    """A kernel scale from the centres alone: one over the median source step between neighbours."""
+    if cols.ndim != 2:
+        return (1.0, 1.0)
 
-    def one(coords: np.ndarray, n: int) -> float:
-        finite = coords[np.isfinite(coords)]
-        if n < 2 or finite.size < 2:
+    def one(step_a: np.ndarray, step_b: np.ndarray) -> float:
+        step = np.hypot(step_a, step_b)
+        step = step[np.isfinite(step)]
+        if step.size == 0:
             return 1.0
-        span = float(finite.max() - finite.min()) * n / (n - 1)
-        return _snap_scale(max(1e-3, n / span)) if span > 0 else 1.0
+        median = float(np.median(step))
+        return _snap_scale(max(1e-3, 1.0 / median)) if median > 0 else 1.0
 
-    return (one(cols, w), one(rows, h))
+    with np.errstate(invalid="ignore", over="ignore"):
+        xs = one(np.diff(cols, axis=1), np.diff(rows, axis=1))
+        ys = one(np.diff(cols, axis=0), np.diff(rows, axis=0))
+    return (xs, ys)
 
 
 def _radius(method: str, scale: float) -> int:
@@ -613,31 +632,39 @@ def required_window(
 
 
 def nodata_valid(source: np.ndarray, nodata) -> np.ndarray:
-    """Where ``source`` is not ``nodata``, by GDAL's warper rule (``GDALWarpNoDataMasker``).
+    """Where ``source`` is not ``nodata``, by GDAL 3.10's warper rule (``GDALWarpNoDataMasker``).
 
-    Integer data: equal to ``floor(nodata + 1e-6)`` is nodata (a nodata outside the type's range marks
-    nothing). Float data: a NaN nodata marks NaNs; otherwise values within 2 float32 ulps (relative) of
-    the nodata are nodata, computed in the data's precision.
+    8- and 16-bit integers (int8 is warped as int16): equal to ``floor(nodata + 1e-6)`` is nodata, and a
+    nodata outside the type's range marks nothing. Other types: a NaN nodata marks NaNs; otherwise a
+    value ``v`` is nodata when ``v == nodata`` or ``|v - nodata| < 2 * eps32 * |v + nodata|`` (eps32 is
+    float32's machine epsilon), computed in float32 for float32 data and in float64 for the rest, so
+    32- and 64-bit integers within that relative distance of the nodata count as nodata too.
     """
     a = np.asarray(source)
     if nodata is None:
         return np.ones(a.shape, dtype=bool)
+    if a.dtype.kind not in "iuf":
+        raise PlanError(f"cannot resample arrays of dtype {a.dtype}")
     nd = float(nodata)
-    if a.dtype.kind in "iu":
-        info = np.iinfo(a.dtype)
+    work = _working_dtype(a.dtype)
+    if work.kind in "iu" and work.itemsize <= 2:
+        info = np.iinfo(work)
         if math.isnan(nd) or nd < info.min or nd > info.max + 0.000001:
             return np.ones(a.shape, dtype=bool)
-        return a != np.array(math.floor(nd + 0.000001)).astype(a.dtype)
-    if a.dtype.kind == "f":
-        if math.isnan(nd):
-            return ~np.isnan(a)
-        ft = a.dtype.type
-        ndv = ft(nd)
-        eps = np.float32(np.finfo(np.float32).eps)
-        with np.errstate(over="ignore", invalid="ignore"):
-            close = (a == ndv) | (np.abs(a - ndv) < ft(eps) * np.abs(a + ndv) * ft(2))
-        return ~close
-    raise PlanError(f"cannot resample arrays of dtype {a.dtype}")
+        return a != math.floor(nd + 0.000001)
+    ft = np.float32 if work == np.dtype(np.float32) else np.float64
+    v = a.astype(ft, copy=False)
+    if math.isnan(nd):
+        return ~np.isnan(v)
+    ndv = ft(nd)
+    with np.errstate(over="ignore", invalid="ignore"):
+        close = (v == ndv) | (np.abs(v - ndv) < ft(np.finfo(np.float32).eps) * np.abs(v + ndv) * ft(2))
+    return ~close
+
+
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """The type GDAL 3.10's warper computes in for ``dtype`` data (``GDALWarpResolveWorkingDataType``)."""
+    return np.dtype(np.int16) if dtype == np.dtype(np.int8) else dtype
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -654,7 +681,8 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
         if dtype.itemsize == 8:
             res = np.where(v > hi, info.max, np.where(v < lo, info.min, res)).astype(dtype)
         return res
-    return values.astype(dtype)
+    with np.errstate(over="ignore"):  # GDAL's static_cast<float>: out-of-range doubles become infinities
+        return values.astype(dtype)
 
 
 def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata, method: str) -> None:
@@ -670,11 +698,9 @@ def _avoid_value(out: np.ndarray, valid: np.ndarray, dst_nodata, method: str) ->
     if method == "nearest" and dtype in _GDAL_NEAREST_KERNEL_TYPES:
         return
     info = np.iinfo(dtype)
-    if not info.min <= float(dst_nodata) <= info.max:
-        return
-    hit = valid & (out == np.array(dst_nodata).astype(dtype))
+    hit = valid & (out.astype(np.float64) == float(dst_nodata))
     if hit.any():
-        out[hit] = info.min + 1 if int(dst_nodata) == info.min else int(dst_nodata) - 1
+        out[hit] = info.min + 1 if float(dst_nodata) == info.min else int(dst_nodata) - 1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -690,19 +716,15 @@ class _Pixels:
         self.dtype = src.dtype
         self.values = src.reshape(self.bands, -1)
         self.all_valid = bool(valid.all())
-        self.valid = valid.reshape(valid.shape[0], -1)
+        self.valid = None if self.all_valid else valid.reshape(valid.shape[0], -1)
+        # With only finite values a zero weight contributes exactly nothing, so masked taps can be
+        # multiplied by zero instead of selected out (NaN * 0 would not vanish).
+        self.finite = src.dtype.kind != "f" or bool(np.isfinite(src).all())
 
-    def take(self, flat: np.ndarray, inside: np.ndarray):
-        """Values and validity at ``flat`` (only meaningful where ``inside``; other indices must be 0)."""
+    def take(self, flat: np.ndarray):
+        """Values at in-range ``flat`` indices, and their validity (None when every pixel is valid)."""
         vals = np.take(self.values, flat, axis=-1)
-        if self.all_valid:
-            return vals, inside[np.newaxis]
-        return vals, np.take(self.valid, flat, axis=-1) & inside
-
-    def at(self, ix: np.ndarray, iy: np.ndarray):
-        """Values and validity at ``(ix, iy)``; positions off the source are invalid."""
-        inside = (ix >= 0) & (ix < self.w) & (iy >= 0) & (iy < self.h)
-        return self.take(np.where(inside, iy * self.w + ix, 0), inside)
+        return vals, None if self.valid is None else np.take(self.valid, flat, axis=-1)
 
 
 def _centre_pixels(px: _Pixels, x: np.ndarray, y: np.ndarray):
@@ -711,7 +733,37 @@ def _centre_pixels(px: _Pixels, x: np.ndarray, y: np.ndarray):
     inside = (x >= 0) & (y >= 0) & (x + _EDGE_EPS <= w) & (y + _EDGE_EPS <= h)
     ix = np.minimum((np.where(inside, x, 0.0) + _EDGE_EPS).astype(np.intp), w - 1)
     iy = np.minimum((np.where(inside, y, 0.0) + _EDGE_EPS).astype(np.intp), h - 1)
-    return px.take(iy * w + ix, inside)
+    vals, ok = px.take(iy * w + ix)
+    return vals, inside[np.newaxis] if ok is None else ok & inside
+
+
+def _accumulate(px: _Pixels, acc, div, vals, ok, weight, inside):
+    """Add ``vals * weight`` over valid in-raster taps to ``acc``, and their weights to ``div``, as GDAL does.
+
+    ``weight`` is already zero off the raster; ``inside`` (only read for non-finite data) says which taps
+    are on it, since GDAL adds a NaN with weight zero when the pixel is on the raster.
+    """
+    if px.finite:
+        if ok is not None:
+            weight = weight * ok
+        term = vals * weight
+    else:
+        keep = inside() if ok is None else ok & inside()
+        weight = np.where(keep, weight, 0.0)
+        term = np.where(keep, vals * weight, 0.0)
+    acc = term if acc is None else acc + term
+    div = weight if div is None else div + weight
+    return acc, div
+
+
+def _finish(acc, div, min_weight: float, unit_tolerance: float):
+    div = np.broadcast_to(div, acc.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if unit_tolerance == 0.0:
+            out = np.where(div == 1.0, acc, acc / div)
+        else:
+            out = np.where(np.abs(div - 1.0) <= unit_tolerance, acc, acc / div)
+    return out, div >= min_weight
 
 
 def _bilinear4(px: _Pixels, x, y):
@@ -725,27 +777,19 @@ def _bilinear4(px: _Pixels, x, y):
     fx, rx = np.where(left, 0.0, fx), np.where(left, 1.0, rx)
     fy, ry = np.where(top, 0.0, fy), np.where(top, 1.0, ry)
     ix, iy = fx.astype(np.intp), fy.astype(np.intp)
-    in_x = ((ix >= 0) & (ix < px.w), (ix + 1 >= 0) & (ix + 1 < px.w))
-    in_y = ((iy >= 0) & (iy < px.h), (iy + 1 >= 0) & (iy + 1 < px.h))
-    base = iy * px.w + ix
-    acc = None
-    div = None
-    for dy, dx, mult in (
-        (0, 0, rx * ry),
-        (0, 1, (1.0 - rx) * ry),
-        (1, 0, rx * (1.0 - ry)),
-        (1, 1, (1.0 - rx) * (1.0 - ry)),
-    ):
-        inside = in_x[dx] & in_y[dy]
-        vals, ok = px.take(np.where(inside, base + (dy * px.w + dx), 0), inside)
-        term = np.where(ok, vals * mult, 0.0)
-        weight = np.where(ok, mult, 0.0)
-        acc = term if acc is None else acc + term
-        div = weight if div is None else div + weight
-    div = np.broadcast_to(div, acc.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(div == 1.0, acc, acc / div)
-    return out, div >= _BILINEAR_MIN_WEIGHT
+    # Off-source taps read a clamped pixel with weight zero, which adds exactly nothing.
+    cols = [np.clip(ix + k, 0, px.w - 1) for k in (0, 1)]
+    rows = [np.clip(iy + k, 0, px.h - 1) * px.w for k in (0, 1)]
+    in_x = [(ix + k >= 0) & (ix + k < px.w) for k in (0, 1)]
+    in_y = [(iy + k >= 0) & (iy + k < px.h) for k in (0, 1)]
+    wx = [np.where(in_x[0], rx, 0.0), np.where(in_x[1], 1.0 - rx, 0.0)]
+    wy = [np.where(in_y[0], ry, 0.0), np.where(in_y[1], 1.0 - ry, 0.0)]
+    acc = div = None
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        vals, ok = px.take(rows[dy] + cols[dx])
+        inside = functools.partial(np.logical_and, in_x[dx], in_y[dy])
+        acc, div = _accumulate(px, acc, div, vals, ok, wx[dx] * wy[dy], inside)
+    return _finish(acc, div, _BILINEAR_MIN_WEIGHT, 0.0)
 
 
 def _cubic_weights(d: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -773,13 +817,14 @@ def _cubic4(px: _Pixels, x, y):
         return values, valid
     wx, wy = _cubic_weights(dx), _cubic_weights(dy)
     corner = np.where(interior, (iy - 1) * px.w + (ix - 1), 0)
-    all_ok = None
+    all_ok = interior
     total = None
     for j in range(4):
         row = None
         for i in range(4):
-            vals, ok = px.take(corner + (j * px.w + i), interior)
-            all_ok = ok if all_ok is None else all_ok & ok
+            vals, ok = px.take(corner + (j * px.w + i))
+            if ok is not None:
+                all_ok = all_ok & ok
             row = vals * wx[i] if row is None else row + vals * wx[i]
         total = row * wy[j] if total is None else total + row * wy[j]
     use = np.broadcast_to(all_ok, values.shape)
@@ -799,42 +844,72 @@ def _cubic_filter(t: np.ndarray) -> np.ndarray:
     )
 
 
+def _sum_in_order(terms: np.ndarray) -> np.ndarray:
+    """Sum over the last axis one term after another, as GDAL's loops add (np.sum pairs them up)."""
+    if terms.shape[-1] > 32:  # long rows: accumulate is sequential and vectorised along the row
+        return np.add.accumulate(terms, axis=-1)[..., -1]
+    total = terms[..., 0]
+    for k in range(1, terms.shape[-1]):
+        total = total + terms[..., k]
+    return total
+
+
 def _filtered(px: _Pixels, x, y, method: str, scale: tuple[float, float], no_masks: bool):
     """GDAL's general kernel (GWKResample): the filter stretched by 1/scale, renormalised over valid pixels.
 
-    With ``no_masks`` (GDAL's dedicated kernels for sources without invalid pixels) the bilinear window
-    starts one tap later; that tap's weight is zero, which only matters for NaN or infinite values.
+    Taps are added in GDAL's order (along each row, then row by row). With ``no_masks`` (GDAL's dedicated
+    kernels for sources without invalid pixels) the bilinear window starts one tap later; that tap's
+    weight is zero, which only matters for NaN or infinite values.
     """
     xs, ys = scale
     filt = _FILTER_RADIUS[method]
     func = _bilinear_filter if method == "bilinear" else _cubic_filter
     rx, ry = _radius(method, xs), _radius(method, ys)
     first = 1 if no_masks else (filt + 1) % 2
-    taps_x, taps_y = range(first - rx, rx + 1), range(first - ry, ry + 1)
+    taps_x = np.arange(first - rx, rx + 1)
+    taps_y = range(first - ry, ry + 1)
+    if taps_x.size * len(taps_y) > _MANY_TAPS:
+        # A very wide filter: gather a whole row of taps per step instead of one tap per step.
+        step = max(1, _TAP_BLOCK // taps_x.size)
+        if x.size > step:
+            parts = [
+                _filtered(px, x[i : i + step], y[i : i + step], method, scale, no_masks)
+                for i in range(0, x.size, step)
+            ]
+            return np.concatenate([p[0] for p in parts], axis=-1), np.concatenate(
+                [p[1] for p in parts], axis=-1
+            )
     ix, iy = np.floor(x - 0.5), np.floor(y - 0.5)
     dx, dy = x - 0.5 - ix, y - 0.5 - iy
     ix, iy = ix.astype(np.intp), iy.astype(np.intp)
-    wxs = [func((i - dx) * xs) if xs < 1.0 else func(i - dx) for i in taps_x]
-    in_x = [(ix + i >= 0) & (ix + i < px.w) for i in taps_x]
-    base = iy * px.w + ix
-    acc = np.zeros((px.bands, x.size))
-    wacc = np.zeros((1 if px.all_valid else px.valid.shape[0], x.size))
+    wide = taps_x.size * len(taps_y) > _MANY_TAPS
+    tx = ix[:, np.newaxis] + taps_x
+    in_x = (tx >= 0) & (tx < px.w)
+    dist_x = taps_x - dx[:, np.newaxis]
+    wx = np.where(in_x, func(dist_x * xs) if xs < 1.0 else func(dist_x), 0.0)
+    cols = np.clip(tx, 0, px.w - 1)
+    if not wide:  # per-tap columns: contiguous vectors are faster than strided ones
+        wx, in_x, cols = wx.T.copy(), in_x.T.copy(), cols.T.copy()
+    acc = wacc = None
     for j in taps_y:
-        wy = func((j - dy) * ys) if ys < 1.0 else func(j - dy)
+        weight = func((j - dy) * ys) if ys < 1.0 else func(j - dy)
         in_y = (iy + j >= 0) & (iy + j < px.h)
-        row = np.zeros_like(acc)
-        wrow = np.zeros_like(wacc)
-        for k, i in enumerate(taps_x):
-            inside = in_x[k] & in_y
-            vals, ok = px.take(np.where(inside, base + (j * px.w + i), 0), inside)
-            row += np.where(ok, vals * wxs[k], 0.0)
-            wrow += np.where(ok, wxs[k], 0.0)
-        acc += row * wy
-        wacc += wrow * wy
-    wacc = np.broadcast_to(wacc, acc.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(np.abs(wacc - 1.0) <= _UNIT_WEIGHT_TOL, acc, acc / wacc)
-    return out, wacc >= _FILTER_MIN_WEIGHT
+        wy = np.where(in_y, weight, 0.0)
+        row_base = np.clip(iy + j, 0, px.h - 1) * px.w
+        if wide:
+            vals, ok = px.take(row_base[:, np.newaxis] + cols)
+            inside = functools.partial(np.logical_and, in_x, in_y[:, np.newaxis])
+            terms, weights = _accumulate(px, None, None, vals, ok, wx, inside)
+            row, wrow = _sum_in_order(terms), _sum_in_order(weights)
+        else:
+            row = wrow = None
+            for k in range(taps_x.size):
+                vals, ok = px.take(row_base + cols[k])
+                inside = functools.partial(np.logical_and, in_x[k], in_y)
+                row, wrow = _accumulate(px, row, wrow, vals, ok, wx[k], inside)
+        acc = row * wy if acc is None else acc + row * wy
+        wacc = wrow * wy if wacc is None else wacc + wrow * wy
+    return _finish(acc, wacc, _FILTER_MIN_WEIGHT, _UNIT_WEIGHT_TOL)
 
 
 def _footprints(x1, y1, x2, y2, w: int, h: int, scale):
@@ -873,37 +948,68 @@ def _footprints(x1, y1, x2, y2, w: int, h: int, scale):
     return ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax
 
 
-def _footprint_offsets(ix0, ix1, iy0, iy1):
-    span_x = int((ix1 - ix0).max(initial=0))
-    span_y = int((iy1 - iy0).max(initial=0))
-    for oy in range(span_y):
-        for ox in range(span_x):
-            yield oy, ox
-
-
-def _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy: int, ox: int):
-    """GDAL's partial-pixel weight of footprint pixel (iy0 + oy, ix0 + ox) (COMPUTE_WEIGHT macros)."""
-    iy = iy0 + oy
-    ix = ix0 + ox
-    wy = np.where(
-        iy == iy0,
-        np.where(iy0 + 1 == iy1, 1.0, 1 - (ymin - iy0)),
-        np.where(iy + 1 == iy1, 1 - (iy1 - ymax), 1.0),
-    )
-    return np.where(
-        ix == ix0,
-        np.where(ix0 + 1 == ix1, wy, wy * (1 - (xmin - ix0))),
-        np.where(ix + 1 == ix1, wy * (1 - (ix1 - xmax)), wy),
-    )
+def _area_weights(i0, i1, lo, hi, offsets):
+    """GDAL's partial-pixel factors of footprint cells ``i0 + offsets`` along one axis (COMPUTE_WEIGHT):
+    the first and last cells count the fraction inside ``[lo, hi]``, a single cell counts fully."""
+    i = i0[:, np.newaxis] + offsets
+    first = np.where((i0 + 1 == i1)[:, np.newaxis], 1.0, 1 - (lo - i0)[:, np.newaxis])
+    last = 1 - (i1[:, np.newaxis] - hi[:, np.newaxis])
+    return np.where(i == i0[:, np.newaxis], first, np.where(i + 1 == i1[:, np.newaxis], last, 1.0))
 
 
 def _area(px: _Pixels, footprints, method: str, scale):
-    """Average, min and max over each footprint, visiting pixels row by row as GDAL does."""
+    """Average, mode, min and max over each target pixel's footprint.
+
+    Pixels are grouped by footprint size so no group loops over more cells than its own footprints
+    have. Footprints of up to ``_SMALL_FOOTPRINT`` cells visit their cells one by one in GDAL's order
+    (row by row), keeping its incremental weighted mean bit for bit; larger ones are gathered whole.
+    """
     ok, ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = _footprints(*footprints, px.w, px.h, scale)
-    if method == "mode":
-        return _mode(px, ok, ix0, ix1, iy0, iy1)
     n = ix0.size
-    nv = 1 if px.all_valid else px.valid.shape[0]
+    if method == "average":
+        values = np.zeros((px.bands, n))
+    elif method == "mode" or px.dtype.kind != "f":
+        values = np.zeros((px.bands, n), dtype=px.dtype)
+    else:
+        values = np.zeros((px.bands, n))
+    found = np.zeros((px.bands, n), dtype=bool)
+    span_x, span_y = ix1 - ix0, iy1 - iy0
+    small = span_x * span_y <= _SMALL_FOOTPRINT
+    # Small footprints group by their exact size, large ones by powers of two (bounded padding).
+    gx = np.where(small, span_x, 1 << np.ceil(np.log2(np.maximum(span_x, 1))).astype(np.int64))
+    gy = np.where(small, span_y, 1 << np.ceil(np.log2(np.maximum(span_y, 1))).astype(np.int64))
+    key = np.where(ok, gy * (int(gx.max(initial=0)) + 1) + gx, -1)
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    for idx in np.split(order, bounds):
+        if idx.size == 0 or key[idx[0]] < 0:
+            continue
+        sy, sx = int(gy[idx[0]]), int(gx[idx[0]])
+        if sy == 0 or sx == 0:
+            continue
+        box = (ix0[idx], ix1[idx], iy0[idx], iy1[idx], xmin[idx], xmax[idx], ymin[idx], ymax[idx])
+        step = max(1, _TAP_BLOCK // (sy * sx))
+        for start in range(0, idx.size, step):
+            part = idx[start : start + step]
+            sub = tuple(a[start : start + step] for a in box)
+            if method == "mode":
+                v, f = _mode(px, sub, sy, sx)
+            elif small[idx[0]]:
+                v, f = _area_in_order(px, sub, sy, sx, method)
+            else:
+                v, f = _area_gathered(px, sub, sy, sx, method)
+            values[:, part] = v
+            found[:, part] = f
+    return values, found
+
+
+def _area_in_order(px: _Pixels, box, sy: int, sx: int, method: str):
+    """Footprints of at most ``sy`` x ``sx`` cells, visited cell by cell in GDAL's row-major order."""
+    ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = box
+    n = ix0.size
+    nv = 1 if px.valid is None else px.valid.shape[0]
+    wys = _area_weights(iy0, iy1, ymin, ymax, np.arange(sy))
+    wxs = _area_weights(ix0, ix1, xmin, xmax, np.arange(sx))
     if method == "average":
         total = np.zeros((nv, n))
         mean = np.zeros((px.bands, n))
@@ -915,68 +1021,101 @@ def _area(px: _Pixels, footprints, method: str, scale):
         else:
             info = np.iinfo(px.dtype)
             acc = np.full((px.bands, n), info.min if method == "max" else info.max, dtype=px.dtype)
-    for oy, ox in _footprint_offsets(ix0, ix1, iy0, iy1):
-        iy, ix = iy0 + oy, ix0 + ox
-        inside = ok & (iy < iy1) & (ix < ix1)
-        vals, active = px.take(np.where(inside, iy * px.w + ix, 0), inside)
-        if method == "average":
-            weight = _area_weight(ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax, oy, ox)
-            active = active & (weight > 0)
-            new_total = np.where(active, total + weight, total)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                # GDAL's incremental weighted mean, kept step for step so integer rounding ties agree.
-                step = (weight / new_total) * (vals - mean)
-            mean = np.where(active, mean + step, mean)
-            total = new_total
-        else:
-            found |= active
-            v = vals.astype(np.float64) if px.dtype.kind == "f" else vals
-            better = (v > acc) if method == "max" else (v < acc)
-            acc = np.where(active & better, v, acc)
+    for oy in range(sy):
+        iy = iy0 + oy
+        for ox in range(sx):
+            ix = ix0 + ox
+            inside = (iy < iy1) & (ix < ix1)
+            vals, ok_px = px.take(np.where(inside, iy * px.w + ix, 0))
+            active = inside if ok_px is None else ok_px & inside
+            if method == "average":
+                # COMPUTE_WEIGHT: the row factor times the column factor, in GDAL's order.
+                weight = wys[:, oy] * wxs[:, ox]
+                active = active & (weight > 0)
+                new_total = np.where(active, total + weight, total)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    # GDAL's incremental weighted mean, kept step for step so integer rounding ties agree.
+                    step = (weight / new_total) * (vals - mean)
+                mean = np.where(active, mean + step, mean)
+                total = new_total
+            else:
+                found |= active
+                v = vals.astype(np.float64) if px.dtype.kind == "f" else vals
+                better = (v > acc) if method == "max" else (v < acc)
+                acc = np.where(active & better, v, acc)
     if method == "average":
         return mean, np.broadcast_to(total > 0, mean.shape)
     return acc, np.broadcast_to(found, acc.shape)
 
 
-def _mode(px: _Pixels, ok, ix0, ix1, iy0, iy1):
+def _area_gathered(px: _Pixels, box, sy: int, sx: int, method: str):
+    """Footprints of up to ``sy`` x ``sx`` cells, gathered whole. Averages are sums over weights: the
+    same terms as GDAL's incremental mean, added in another order (last-bit differences only)."""
+    ix0, ix1, iy0, iy1, xmin, xmax, ymin, ymax = box
+    oy, ox = np.arange(sy), np.arange(sx)
+    iy = iy0[:, np.newaxis] + oy
+    ix = ix0[:, np.newaxis] + ox
+    inside = (iy < iy1[:, np.newaxis])[:, :, np.newaxis] & (ix < ix1[:, np.newaxis])[:, np.newaxis, :]
+    flat = np.where(inside, (iy * px.w)[:, :, np.newaxis] + ix[:, np.newaxis, :], 0)
+    vals, ok_px = px.take(flat)
+    active = inside if ok_px is None else ok_px & inside
+    if method == "average":
+        weight = (
+            _area_weights(iy0, iy1, ymin, ymax, oy)[:, :, np.newaxis]
+            * _area_weights(ix0, ix1, xmin, xmax, ox)[:, np.newaxis, :]
+        )
+        active = active & (weight > 0)
+        total = np.where(active, weight, 0.0).sum(axis=(-2, -1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(active, vals * weight, 0.0).sum(axis=(-2, -1)) / total
+        return np.broadcast_to(mean, (px.bands, ix0.size)), np.broadcast_to(total > 0, (px.bands, ix0.size))
+    found = np.broadcast_to(active.any(axis=(-2, -1)), (px.bands, ix0.size))
+    if px.dtype.kind == "f":
+        big = np.finfo(np.float64).max
+        start = -big if method == "max" else big
+        # GDAL compares with < and >, so NaNs never win.
+        v = np.where(active & ~np.isnan(vals), vals.astype(np.float64), start)
+    else:
+        info = np.iinfo(px.dtype)
+        v = np.where(active, vals, info.min if method == "max" else info.max)
+    best = v.max(axis=(-2, -1)) if method == "max" else v.min(axis=(-2, -1))
+    return np.broadcast_to(best, (px.bands, ix0.size)), found
+
+
+def _mode(px: _Pixels, box, sy: int, sx: int):
     """Most frequent valid value in each footprint; ties go to the value that reached the top count first."""
-    n = ix0.size
-    offsets = list(_footprint_offsets(ix0, ix1, iy0, iy1))
-    k = len(offsets)
+    ix0, ix1, iy0, iy1 = box[:4]
+    n, k = ix0.size, sy * sx
+    oy = np.repeat(np.arange(sy), sx)
+    ox = np.tile(np.arange(sx), sy)
+    iy = iy0[:, np.newaxis] + oy
+    ix = ix0[:, np.newaxis] + ox
+    inside = (iy < iy1[:, np.newaxis]) & (ix < ix1[:, np.newaxis])
+    all_vals, ok_px = px.take(np.where(inside, iy * px.w + ix, 0))
+    all_inc = inside[np.newaxis] if ok_px is None else ok_px & inside
     values = np.zeros((px.bands, n), dtype=px.dtype)
     found = np.zeros((px.bands, n), dtype=bool)
-    if k == 0:
-        return values, found
-    oy = np.array([o[0] for o in offsets], dtype=np.intp)
-    ox = np.array([o[1] for o in offsets], dtype=np.intp)
-    block = max(1, _MODE_BLOCK // k)
     positions = np.arange(k)
-    for start in range(0, n, block):
-        sl = slice(start, min(start + block, n))
-        iy = iy0[sl, None] + oy
-        ix = ix0[sl, None] + ox
-        inside = ok[sl, None] & (iy < iy1[sl, None]) & (ix < ix1[sl, None])
-        all_vals, all_inc = px.take(np.where(inside, iy * px.w + ix, 0), inside)
-        for b in range(px.bands):
-            vals = all_vals[b]
-            inc = all_inc[min(b, all_inc.shape[0] - 1)]
-            # Sort each footprint (stably, included values first) so equal values form runs; a value's
-            # running count at each position is its rank within its run.
-            order = np.lexsort((vals, ~inc), axis=-1)
-            sv = np.take_along_axis(vals, order, axis=-1)
-            sinc = np.take_along_axis(inc, order, axis=-1)
-            new_run = np.ones(sv.shape, dtype=bool)
-            with np.errstate(invalid="ignore"):
-                new_run[:, 1:] = (sv[:, 1:] != sv[:, :-1]) | (sinc[:, 1:] != sinc[:, :-1])
-            run_start = np.maximum.accumulate(np.where(new_run, positions, 0), axis=-1)
-            rank = positions - run_start + 1
-            counts = np.empty_like(rank)
-            np.put_along_axis(counts, order, rank, axis=-1)
-            counts[~inc] = 0
-            top = counts.max(axis=-1)
-            first = np.argmax(counts == top[:, None], axis=-1)
-            values[b, sl] = np.take_along_axis(vals, first[:, None], axis=-1)[:, 0]
-            found[b, sl] = top > 0
+    for b in range(px.bands):
+        vals = all_vals[b]
+        inc = all_inc[min(b, all_inc.shape[0] - 1)]
+        # Sort each footprint (stably, included values first) so equal values form runs; a value's
+        # running count at each position is its rank within its run.
+        order = np.lexsort((vals, ~inc), axis=-1)
+        sv = np.take_along_axis(vals, order, axis=-1)
+        sinc = np.take_along_axis(inc, order, axis=-1)
+        new_run = np.ones(sv.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            new_run[:, 1:] = (sv[:, 1:] != sv[:, :-1]) | (sinc[:, 1:] != sinc[:, :-1])
+        run_start = np.maximum.accumulate(np.where(new_run, positions, 0), axis=-1)
+        rank = positions - run_start + 1
+        counts = np.empty_like(rank)
+        np.put_along_axis(counts, order, rank, axis=-1)
+        counts[~inc] = 0
+        top = counts.max(axis=-1)
+        first = np.argmax(counts == top[:, np.newaxis], axis=-1)
+        values[b] = np.take_along_axis(vals, first[:, np.newaxis], axis=-1)[:, 0]
+        found[b] = top > 0
     return values, found
 
 
@@ -1021,14 +1160,15 @@ def resample(
         :func:`nodata_valid`). For several bands a pixel is invalid only when every band is nodata, as
         rasterio's warp (``UNIFIED_SRC_NODATA=YES``).
     fill_value : number or None
-        The destination nodata: value of invalid output pixels. Defaults to ``nodata``, else 0. When a
-        destination nodata is known (``fill_value`` or ``nodata``), a valid result equal to it is moved
-        one step away (integers: minus one, or plus one at the type's minimum; floats: the next value
-        up), as GDAL does, so the output array alone tells valid from invalid.
+        The destination nodata: the value of invalid output pixels. Defaults to ``nodata``, else 0 (as
+        rasterio's ``dst_nodata`` and ``init_dest_nodata``). Where a destination nodata is known, GDAL
+        3.10 stores an *integer* result that equals it as one less (the type's minimum plus one at the
+        minimum), except in its nearest kernels for uint8, int16 and uint16; float results are stored
+        unchanged. This does the same, so ``valid`` can be True where the value equals the nodata.
     scale : (float, float) or None
-        GDAL's kernel scale, target pixels per source pixel on x and y; see :func:`kernel_scale`.
-        Below 0.95 bilinear and cubic become GDAL's widened filters. None: estimated from ``cols`` and
-        ``rows``.
+        GDAL's kernel scale, target pixels per source pixel on x and y (:func:`kernel_scale` gives
+        GDAL's value for a chunk). Below 0.95 on either axis bilinear and cubic become GDAL's widened
+        filters. None: one over the median source distance between neighbouring centres.
     footprints : (x1, y1, x2, y2) of ndarray, or None
         For average, mode, min and max: source coordinates of each target pixel's top-left and
         bottom-right corners, each of ``cols.shape`` (:func:`source_footprints`). A target pixel's
@@ -1045,10 +1185,15 @@ def resample(
 
     Notes
     -----
-    Average weights each valid source pixel by the fraction of it inside the footprint (GDAL >= 3.1);
-    mode, min and max count every valid pixel the footprint touches, unweighted (GDAL 3.10). Mode
-    compares exact values, where GDAL 3.10 compares float32 casts for types other than 8/16-bit
-    integers (so differs for int32 beyond 2**24 and float64 values that are equal only as float32).
+    Average weights each valid source pixel by the fraction of it inside the footprint (GDAL >= 3.1)
+    and keeps GDAL's incremental mean, so integer rounding ties agree (footprints of more than 64 cells
+    sum the same terms in another order: last-bit differences); min and max take every valid pixel
+    the footprint touches, unweighted; mode counts them unweighted, ties going to the value that reached
+    the top count first. int8 data is computed in int16 and clamped back, as GDAL's working type.
+    Deliberate differences from GDAL 3.10, both GDAL defects fixed in later versions: GDAL's mode
+    compares float32 casts for types other than 8/16-bit integers and returns the float32 value (this
+    keeps exact values: int32 beyond 2**24 and float64 differ), and it leaves a target pixel empty when
+    an int8/int16 mode is -1 (this returns -1).
     """
     _check_method(method)
     src = np.asarray(source)
@@ -1087,9 +1232,8 @@ def resample(
 
     x, y = _sanitize(cols.ravel()), _sanitize(rows.ravel())
     px = _Pixels(src3, valid3)
-    if method == "nearest":
-        values, valid = _centre_pixels(px, x, y)
-    elif method in _AREA_METHODS:
+    parts = None
+    if method in _AREA_METHODS:
         if footprints is None:
             cc, cr = _extrapolate_corners(cols), _extrapolate_corners(rows)
             footprints = (cc[:-1, :-1], cr[:-1, :-1], cc[1:, 1:], cr[1:, 1:])
@@ -1097,32 +1241,46 @@ def resample(
         if len(parts) != 4 or any(a.shape != out_shape for a in parts):
             raise PlanError(f"footprints must be 4 arrays (x1, y1, x2, y2) of shape {out_shape}")
         parts = [np.where(np.isfinite(a), np.clip(a, -_FAR, _FAR), np.nan).ravel() for a in parts]
-        values, valid = _area(px, parts, method, scale)
-    else:
-        centre_ok = _centre_pixels(px, x, y)[1]
-        if scale[0] >= _FOUR_SAMPLE_SCALE and scale[1] >= _FOUR_SAMPLE_SCALE:
-            kernel = _bilinear4 if method == "bilinear" else _cubic4
-            values, valid = kernel(px, x, y)
+    no_masks = (
+        method == "bilinear"
+        and dst_nodata is None
+        and src3.dtype in _GDAL_NO_MASK_BILINEAR_TYPES
+        and px.all_valid
+    )
+    # GDAL warps int8 data in int16 (its working type starts as Byte, and Byte with Int8 needs Int16):
+    # rounding, clamping and the nodata nudge happen there, then values are clamped into int8.
+    work = _working_dtype(src3.dtype)
+    fill_scalar = _fill_scalar(fill, src3.dtype).astype(work)
+    out = np.empty((bands, x.size), dtype=work)
+    valid_out = np.empty((bands, x.size), dtype=bool)
+    # Work through the target pixels in blocks whose temporaries stay in cache: about twice as fast.
+    for start in range(0, x.size, _BLOCK):
+        sl = slice(start, start + _BLOCK)
+        if method == "nearest":
+            values, valid = _centre_pixels(px, x[sl], y[sl])
+        elif parts is not None:
+            values, valid = _area(px, [p[sl] for p in parts], method, scale)
         else:
-            no_masks = (
-                method == "bilinear"
-                and dst_nodata is None
-                and src3.dtype in _GDAL_NO_MASK_BILINEAR_TYPES
-                and px.all_valid
-            )
-            values, valid = _filtered(px, x, y, method, scale, no_masks)
-        valid = valid & centre_ok
-
-    if values.dtype != src3.dtype:
-        values = _to_dtype(values, src3.dtype)
-    valid = np.broadcast_to(valid, values.shape)
-    out = np.where(valid, values, _fill_scalar(fill, src3.dtype))
-    _avoid_value(out, valid, dst_nodata, method)
+            centre_ok = _centre_pixels(px, x[sl], y[sl])[1]
+            if scale[0] >= _FOUR_SAMPLE_SCALE and scale[1] >= _FOUR_SAMPLE_SCALE:
+                kernel = _bilinear4 if method == "bilinear" else _cubic4
+                values, valid = kernel(px, x[sl], y[sl])
+            else:
+                values, valid = _filtered(px, x[sl], y[sl], method, scale, no_masks)
+            valid = valid & centre_ok
+        values = _to_dtype(values, work) if values.dtype.kind == "f" else values.astype(work, copy=False)
+        valid = np.broadcast_to(valid, values.shape)
+        out[:, sl] = np.where(valid, values, fill_scalar)
+        valid_out[:, sl] = valid
+    _avoid_value(out, valid_out, dst_nodata, method)
+    if work != src3.dtype:
+        info = np.iinfo(src3.dtype)
+        out = np.clip(out, info.min, info.max).astype(src3.dtype)
     out = out.reshape((bands, *out_shape))
-    valid = np.ascontiguousarray(valid).reshape((bands, *out_shape))
+    valid_out = valid_out.reshape((bands, *out_shape))
     if squeeze:
-        return out[0], valid[0]
-    return out, valid
+        return out[0], valid_out[0]
+    return out, valid_out
 
 
 def _sanitize(coords: np.ndarray) -> np.ndarray:
@@ -1135,9 +1293,9 @@ def _fill_scalar(fill, dtype: np.dtype):
     value = float(fill)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        if math.isnan(value) or not info.min <= value <= info.max:
-            raise PlanError(f"fill value {fill!r} does not fit the source dtype {dtype}")
-        return np.array(int(fill)).astype(dtype)
+        if not (value.is_integer() and info.min <= value <= info.max):
+            raise PlanError(f"fill value / nodata {fill!r} is not an integer in the range of {dtype}")
+        return np.array(int(value)).astype(dtype)
     return np.array(value).astype(dtype)
 
 
@@ -1326,40 +1484,121 @@ def choose_overview(
 # repeats what GDAL did for the pixels it holds: GDAL splits the output into its own warp chunks, reads each
 # chunk's source window (pixels outside it count as outside the raster), derives the chunk's kernel
 # scale, and transforms coordinates along each of the chunk's scanlines, whose length decides where the
-# approximate transformer interpolates. :func:`warp_layout` computes GDAL's chunks once per (source,
-# output); :func:`plan_block_warp` cuts them to one block and says which source pixels the block needs;
-# :func:`warp_block` warps those pixels into the block.
+# approximate transformer interpolates. :class:`WarpLayout` works out GDAL's chunks lazily (only those a
+# block meets, each once); :func:`plan_block_warp` cuts them to one block and says which source pixels the
+# block needs; :func:`warp_block` warps those pixels into the block.
 
-# Outputs wider or taller than this are not split as GDAL would split them (that costs one source window
-# per GDAL chunk, per source, at planning time); each block is then warped as a GDAL chunk of its own, its
-# own width being the scanline length, so values may differ from a whole-output warp by the approximate
-# transformer's error (at most ``max_error`` source pixels of position).
-MAX_LAYOUT_SIDE = 16384
+# GDAL chunks wider than this (outputs of tens of thousands of pixels that GDAL would not split, e.g. a
+# long thin strip) are not transformed along their whole scanlines, which would cost rows x width
+# coordinates per block: each block then interpolates along its own part of the scanline, so values may
+# differ from a whole-output warp by the approximate transformer's error (at most ``max_error`` source
+# pixels of position). GDAL's chunks are otherwise bounded by its 64 MiB working memory (a few thousand
+# pixels a side).
+MAX_SCANLINE = 16384
 # Source pixels read beyond the kernel's reach around a piece's outline: the outline's own sampling, the
 # approximate transformer's error and the 2 x 2 / 4 x 4 kernels' extra row and column.
 _NEED_MARGIN = 3
+# Source pixels by which a piece's pixel centres may miss GDAL's window and still need reading: above the
+# approximate transformer's error (0.125 px by default) and the outline's sampling error.
+_REACH_TOLERANCE = 0.5
 
 
-@dataclass(frozen=True)
 class WarpLayout:
-    """GDAL's warp chunks of ``target`` for one source raster, as ``rasterio.warp.reproject`` makes them.
+    """GDAL's warp chunks of ``target`` for one whole source raster, as ``rasterio.warp.reproject`` makes
+    them (``_gdal_chunks``), worked out lazily: :meth:`chunks_meeting` splits only the chunks that meet a
+    block, and remembers each split, so planning every block of a large output costs what GDAL's own
+    chunking costs near the source, once.
 
-    ``chunks`` holds ``((col_off, row_off, width, height), window, scale)`` per chunk, in target pixels,
-    with GDAL's source window ``(col_off, row_off, width, height)`` in source pixels (width 0: the chunk
-    reads nothing) and the chunk's kernel scale; None when the target is larger than
-    :data:`MAX_LAYOUT_SIDE` (each block is then its own chunk). ``method`` is the method GDAL really runs
-    (nearest for the translation shortcut).
+    Parameters are those of :func:`warp`, with the source's size instead of its pixels (``dtype`` and
+    ``bands`` describe the source array, which GDAL's memory budget depends on). ``method`` becomes
+    nearest for the translation shortcut, as in :func:`warp`. Planning only: no pixel is needed; this
+    object stays on the client (the per-block :class:`BlockWarp` plans travel to the workers).
     """
 
-    target: Grid
-    source_crs: str
-    source_transform: tuple[float, ...]
-    source_width: int
-    source_height: int
-    method: str
-    radius: int
-    max_error: float
-    chunks: tuple | None
+    def __init__(
+        self,
+        target: Grid,
+        source_crs: str,
+        source_transform,
+        source_width: int,
+        source_height: int,
+        *,
+        method: str = "nearest",
+        dtype="uint8",
+        bands: int = 1,
+        nodata: float | None = None,
+        fill_value: float | None = None,
+        max_error: float = DEFAULT_MAX_ERROR,
+    ):
+        _check_method(method)
+        self.max_error = _check_max_error(max_error)
+        self.target, self.source_crs = target, source_crs
+        self.source_transform = tuple(float(v) for v in tuple(source_transform)[:6])
+        self.source_width, self.source_height = int(source_width), int(source_height)
+        if is_pixel_translation(target, source_crs, self.source_transform):
+            self.method, self.radius = "nearest", 0
+        else:
+            self.method, self.radius = method, _FILTER_RADIUS[method]
+        self.base = _base_transform(target, source_crs, self.source_transform)
+        dst_nodata = fill_value if fill_value is not None else nodata
+        bits = np.dtype(dtype).itemsize * 8 * bands
+        self._src_bits = bits + (bands if nodata is not None else 0)
+        self._dst_bits = bits + (bands if dst_nodata is not None else 0)
+        self._splits: dict[tuple[int, int, int, int], tuple[_SourceWindow, tuple | None]] = {}
+
+    def _split(self, rect: tuple[int, int, int, int]) -> tuple[_SourceWindow, tuple | None]:
+        """GDAL's decision for one target window: its source window, and its two halves if it splits.
+
+        The rule is ``_gdal_chunks``'s (``CollectChunkListInternal``); a test checks that the leaves of
+        the whole target equal ``_gdal_chunks``'s chunks.
+        """
+        found = self._splits.get(rect)
+        if found is not None:
+            return found
+        dx, dy, dw, dh = rect
+        window = _source_window(self.base, rect, self.source_width, self.source_height, self.radius)
+        memory = (self._src_bits * window.x_size * window.y_size + self._dst_bits * dw * dh) / 8.0
+        halves = None
+        if (memory > _WARP_MEMORY_LIMIT and (dw > 2 or dh > 2)) or (
+            0 < window.fill_ratio < 0.5 and (dw > 100 or dh > 100)
+        ):
+            if dw > dh:
+                half = dw // 2
+                halves = ((dx, dy, half, dh), (dx + half, dy, dw - half, dh))
+            else:
+                half = dh // 2
+                halves = ((dx, dy, dw, half), (dx, dy + half, dw, dh - half))
+        self._splits[rect] = (window, halves)
+        return window, halves
+
+    def chunks_meeting(self, block: tuple[int, int, int, int]) -> list[tuple[tuple, _SourceWindow]]:
+        """GDAL's chunks ``((col_off, row_off, width, height), source window)`` that meet ``block =
+        (row0, row1, col0, col1)``, top to bottom then left to right."""
+        r0, r1, c0, c1 = block
+        out, pending = [], [(0, 0, self.target.width, self.target.height)]
+        while pending:
+            rect = pending.pop()
+            dx, dy, dw, dh = rect
+            if dx >= c1 or dx + dw <= c0 or dy >= r1 or dy + dh <= r0:
+                continue
+            window, halves = self._split(rect)
+            if halves is None:
+                out.append((rect, window))
+            else:
+                pending.extend(halves)
+        return sorted(out, key=lambda c: (c[0][1], c[0][0]))
+
+
+def warp_layout(
+    target: Grid,
+    source_crs: str,
+    source_transform,
+    source_width: int,
+    source_height: int,
+    **kwargs,
+) -> WarpLayout:
+    """:class:`WarpLayout` of a whole ``source_width`` x ``source_height`` raster warped onto ``target``."""
+    return WarpLayout(target, source_crs, source_transform, source_width, source_height, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -1403,85 +1642,23 @@ class BlockWarp:
         )
 
 
-def warp_layout(
-    target: Grid,
-    source_crs: str,
-    source_transform,
-    source_width: int,
-    source_height: int,
-    *,
-    method: str = "nearest",
-    dtype="uint8",
-    bands: int = 1,
-    nodata: float | None = None,
-    fill_value: float | None = None,
-    max_error: float = DEFAULT_MAX_ERROR,
-) -> WarpLayout:
-    """GDAL's warp chunks for warping a whole ``source_width`` x ``source_height`` raster onto ``target``.
-
-    Parameters are those of :func:`warp` (``dtype`` and ``bands`` describe the source array, which GDAL's
-    memory budget depends on). Planning only: no pixel is needed.
-    """
-    _check_method(method)
-    err = _check_max_error(max_error)
-    transform = tuple(float(v) for v in tuple(source_transform)[:6])
-    if is_pixel_translation(target, source_crs, transform):
-        method, radius = "nearest", 0
-    else:
-        radius = _FILTER_RADIUS[method]
-    chunks = None
-    if target.width <= MAX_LAYOUT_SIDE and target.height <= MAX_LAYOUT_SIDE:
-        base = _base_transform(target, source_crs, transform)
-        dst_nodata = fill_value if fill_value is not None else nodata
-        bits = np.dtype(dtype).itemsize * 8 * bands
-        found = _gdal_chunks(
-            base,
-            target,
-            int(source_width),
-            int(source_height),
-            radius,
-            bits + (bands if nodata is not None else 0),
-            bits + (bands if dst_nodata is not None else 0),
-        )
-        chunks = tuple(
-            (
-                rect,
-                (w.x_off, w.y_off, 0 if w.empty else w.x_size, 0 if w.empty else w.y_size),
-                _scale_of(rect, w),
-            )
-            for rect, w in found
-        )
-    return WarpLayout(
-        target, source_crs, transform, int(source_width), int(source_height), method, radius, err, chunks
-    )
-
-
-def _scale_of(rect: tuple[int, int, int, int], window: _SourceWindow) -> tuple[float, float]:
-    return (1.0, 1.0) if window.empty else _window_scale(rect[2], rect[3], window)
-
-
 def plan_block_warp(layout: WarpLayout, block: tuple[int, int, int, int]) -> BlockWarp | None:
     """Cut ``layout`` to the target pixels ``block = (row0, row1, col0, col1)``; None if none gets a value.
 
     Each piece's ``need`` is the box around its outline's source positions, widened by the kernel's
     radius at the chunk's scale and a margin, and clipped to GDAL's window of the chunk: what GDAL would
-    read for those pixels.
+    read for those pixels. Pieces whose pixel centres all miss the window (chunks that merely border the
+    source) are dropped.
     """
     r0, r1, c0, c1 = (int(v) for v in block)
-    base = _base_transform(layout.target, layout.source_crs, layout.source_transform)
-    if layout.chunks is not None:
-        chunks = layout.chunks
-    else:
-        rect = (c0, r0, c1 - c0, r1 - r0)
-        w = _source_window(base, rect, layout.source_width, layout.source_height, layout.radius)
-        window = (w.x_off, w.y_off, 0 if w.empty else w.x_size, 0 if w.empty else w.y_size)
-        chunks = ((rect, window, _scale_of(rect, w)),)
     pieces = []
-    for (dx, dy, dw, dh), (wx, wy, ww, wh), scale in chunks:
-        pr0, pr1, pc0, pc1 = max(r0, dy), min(r1, dy + dh), max(c0, dx), min(c1, dx + dw)
-        if pr0 >= pr1 or pc0 >= pc1 or ww <= 0 or wh <= 0:
+    for (dx, dy, dw, dh), w in layout.chunks_meeting((r0, r1, c0, c1)):
+        if w.empty:
             continue
-        need = _piece_need(base, (pc0, pr0, pc1 - pc0, pr1 - pr0), (wx, wy, ww, wh), layout.method, scale)
+        pr0, pr1, pc0, pc1 = max(r0, dy), min(r1, dy + dh), max(c0, dx), min(c1, dx + dw)
+        scale = _window_scale(dw, dh, w)
+        window = (w.x_off, w.y_off, w.x_size, w.y_size)
+        need = _piece_need(layout.base, (pc0, pr0, pc1 - pc0, pr1 - pr0), window, layout.method, scale)
         if need is not None:
             pieces.append(WarpPiece((dx, dy, dw, dh), (pr0, pr1), (pc0, pc1), need, scale))
     if not pieces:
@@ -1499,19 +1676,29 @@ def plan_block_warp(layout: WarpLayout, block: tuple[int, int, int, int]) -> Blo
 
 def _piece_need(base, rect, window, method: str, scale) -> tuple[int, int, int, int] | None:
     wx, wy, ww, wh = window
-    sx, sy = base(*_edge_samples(*rect, False))
+    dx, dy, dw, dh = rect
+    sx, sy = base(*_edge_samples(dx, dy, dw, dh, False))
     ok = np.isfinite(sx) & np.isfinite(sy)
-    if ok.all():
-        pad_x = _radius(method, scale[0]) + _NEED_MARGIN
-        pad_y = _radius(method, scale[1]) + _NEED_MARGIN
-        col0 = math.floor(float(np.clip(sx.min(), -_FAR, _FAR))) - pad_x
-        col1 = math.ceil(float(np.clip(sx.max(), -_FAR, _FAR))) + pad_x
-        row0 = math.floor(float(np.clip(sy.min(), -_FAR, _FAR))) - pad_y
-        row1 = math.ceil(float(np.clip(sy.max(), -_FAR, _FAR))) + pad_y
-    else:  # part of the outline does not transform: the whole window may be needed
-        col0, col1, row0, row1 = wx, wx + ww, wy, wy + wh
-    col0, col1 = max(col0, wx), min(col1, wx + ww)
-    row0, row1 = max(row0, wy), min(row1, wy + wh)
+    if not ok.all():  # part of the outline does not transform: the whole window may be needed
+        return (wy, wy + wh, wx, wx + ww)
+    if method not in _AREA_METHODS:
+        # No pixel gets a value unless its centre falls in the window (GDAL's kernels need it).
+        cx, cy = base(*_edge_samples(dx + 0.5, dy + 0.5, dw - 1, dh - 1, False))
+        if np.isfinite(cx).all() and np.isfinite(cy).all():
+            tol = _REACH_TOLERANCE
+            if (
+                cx.max() < wx - tol
+                or cx.min() > wx + ww + tol
+                or cy.max() < wy - tol
+                or cy.min() > wy + wh + tol
+            ):
+                return None
+    pad_x = _radius(method, scale[0]) + _NEED_MARGIN
+    pad_y = _radius(method, scale[1]) + _NEED_MARGIN
+    col0 = max(math.floor(float(np.clip(sx.min(), -_FAR, _FAR))) - pad_x, wx)
+    col1 = min(math.ceil(float(np.clip(sx.max(), -_FAR, _FAR))) + pad_x, wx + ww)
+    row0 = max(math.floor(float(np.clip(sy.min(), -_FAR, _FAR))) - pad_y, wy)
+    row1 = min(math.ceil(float(np.clip(sy.max(), -_FAR, _FAR))) + pad_y, wy + wh)
     if col0 >= col1 or row0 >= row1:
         return None
     return (row0, row1, col0, col1)
@@ -1530,9 +1717,9 @@ def warp_block(
 
     ``source`` (``(rows, cols)`` or ``(bands, rows, cols)``) is a window of the raster whose top-left pixel
     is ``source_offset = (row, col)``; it must hold ``plan.source_window``. ``source_valid``, ``nodata``
-    and ``fill_value`` are as for :func:`warp`. Equal to the whole-output warp as long as the layout was
-    not too large (see :data:`MAX_LAYOUT_SIDE`), except that GDAL's no-mask bilinear shortcut is decided
-    over the piece's pixels rather than the whole chunk's (it changes only NaN or infinite results).
+    and ``fill_value`` are as for :func:`warp`. Equal to the whole-output warp, except on GDAL chunks wider
+    than :data:`MAX_SCANLINE`, and except that GDAL's no-mask bilinear shortcut is decided over the piece's
+    pixels rather than the whole chunk's (it changes only NaN or infinite results).
     """
     src = np.asarray(source)
     if src.ndim not in (2, 3):
@@ -1567,7 +1754,10 @@ def warp_block(
         nr0, nr1, nc0, nc1 = piece.need
         ys = slice(nr0 - row_off, nr1 - row_off)
         xs = slice(nc0 - col_off, nc1 - col_off)
-        # Whole scanlines of the GDAL chunk, so the approximate transformer interpolates as GDAL's did.
+        # Whole scanlines of the GDAL chunk, so the approximate transformer interpolates as GDAL's did
+        # (up to MAX_SCANLINE pixels; longer ones are cut to the block's columns).
+        if dw > MAX_SCANLINE:
+            dx, dw = pc0, pc1 - pc0
         take = slice(pc0 - dx, pc1 - dx)
         line = np.arange(dw, dtype=np.float64) + dx
         lines = np.arange(pr0, pr1, dtype=np.float64)

@@ -1,13 +1,15 @@
 """Lazy stacks: the Dask graph of a ``(time, y, x)`` read, as dask arrays and an xarray Dataset.
 
 The graph has one read task per (time chunk, y chunk, x chunk) that some record overlaps, annotated
-as a data producer; every other block is a constant. Building it sends no request.
+as a data producer; every other block is a constant made on demand (:class:`_BandLayer`), so building
+the graph costs what the non-empty chunks cost. Building it sends no request.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import dask.array as da
@@ -17,7 +19,7 @@ import shapely
 import xarray as xr
 from dask._task_spec import Task, TaskRef
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, Layer, MaterializedLayer
 from pyproj import CRS
 
 from ..errors import PlanError
@@ -53,7 +55,13 @@ def time_steps(records: list[RecordSource], groupby, frame: pd.DataFrame | None 
     elif groupby == "time":
         keys = [r.datetime for r in records]
     elif groupby == "solar_day":
-        lons = frame.geometry.centroid.x.to_numpy() if frame is not None else np.zeros(len(records))
+        # Planar centroids of the CRS84 footprints (degrees): plenty for a time zone, and without the
+        # warning geopandas gives for centroids in a geographic CRS.
+        lons = (
+            shapely.get_x(shapely.centroid(np.asarray(frame.geometry.array)))
+            if frame is not None
+            else np.zeros(len(records))
+        )
         keys = [
             (r.datetime + pd.Timedelta(hours=float(lon) / 15.0)).date()
             for r, lon in zip(records, lons, strict=True)
@@ -111,8 +119,75 @@ def _pixel_box(grid: Grid, record: RecordSource, source) -> tuple[int, int, int,
     return r0, r1, c0, c1
 
 
-def _empty_block(dtypes: tuple[str, ...], fills: tuple, shape: tuple[int, ...]) -> tuple:
-    return tuple(np.full(shape, fill, dtype=dtype) for dtype, fill in zip(dtypes, fills, strict=True))
+class _BandLayer(Layer):
+    """One band's blocks of a stack, made on demand: that band of the read task's output where a chunk
+    has sources, a constant block of the fill value elsewhere.
+
+    Only the chunks with sources are stored, so building the graph, culling it and computing a slice of it
+    cost what the non-empty chunks cost, not what the whole ``(time, y, x)`` block grid holds (DESIGN.md
+    §5). Culling returns a materialized layer of the requested blocks only.
+    """
+
+    has_legacy_tasks = False
+
+    def __init__(
+        self, name: str, read_name: str, producers: frozenset, chunks: tuple, dtype, fill, band: int
+    ):
+        super().__init__()
+        self.name, self.read_name, self.producers = name, read_name, producers
+        self.chunks, self.dtype, self.fill, self.band = chunks, dtype, fill, band
+        self.numblocks = tuple(len(c) for c in chunks)
+
+    def __contains__(self, key) -> bool:
+        return (
+            isinstance(key, tuple)
+            and len(key) == 4
+            and key[0] == self.name
+            and all(isinstance(i, int) and 0 <= i < n for i, n in zip(key[1:], self.numblocks, strict=True))
+        )
+
+    def __getitem__(self, key) -> Task:
+        if key not in self:
+            raise KeyError(key)
+        index = key[1:]
+        if index in self.producers:
+            return Task(key, operator.getitem, TaskRef((self.read_name, *index)), self.band)
+        shape = tuple(c[i] for c, i in zip(self.chunks, index, strict=True))
+        return Task(key, np.full, shape, self.fill, self.dtype)
+
+    def __iter__(self):
+        return ((self.name, *index) for index in np.ndindex(*self.numblocks))
+
+    def __len__(self) -> int:
+        return math.prod(self.numblocks)
+
+    def is_materialized(self) -> bool:
+        return False
+
+    def get_output_keys(self):
+        return _LayerKeys(self)
+
+    def cull(self, keys, all_hlg_keys):
+        out = {k: self[k] for k in keys if k in self}
+        return MaterializedLayer(out, annotations=self.annotations), {
+            k: set(v.dependencies) for k, v in out.items()
+        }
+
+
+class _LayerKeys(AbstractSet):
+    """The keys of a :class:`_BandLayer` as a set that is never built."""
+
+    def __init__(self, layer: _BandLayer):
+        self.layer = layer
+
+    def __contains__(self, key) -> bool:
+        return key in self.layer
+
+    def __iter__(self):
+        return iter(self.layer)
+
+    def __len__(self) -> int:
+        return len(self.layer)
 
 
 @dataclass
@@ -130,11 +205,16 @@ class StackGraph:
     def explain(self, config: IOConfig | None = None) -> pd.DataFrame:
         """The read plan as a table, from cached headers alone: per record and band, the chunks it feeds,
         distinct tiles, GETs after merging ranges of one file within a chunk task, and bytes; with a
-        final ``TOTAL`` row."""
+        final ``TOTAL`` row.
+
+        A chunk task fetches each file's tiles (pixels and internal mask alike) in merged ranges, as the
+        reader does; a file's GETs in a chunk count for the first record and band that reads it there.
+        """
         config = config or IOConfig()
         rows: dict[tuple[str, str], dict] = {}
         for plan, ids in self.plans.values():
             per_file: dict[str, set] = {}
+            owner: dict[str, dict] = {}
             for source, record_id in zip(plan.sources, ids, strict=True):
                 row = rows.setdefault(
                     (record_id, self.bands[source.band]),
@@ -154,10 +234,13 @@ class StackGraph:
                     ranges = {(t.offset, t.offset + t.count) for t in read.tiles if not t.sparse}
                     new = ranges - per_file.setdefault(read.url, set())
                     per_file[read.url] |= new
+                    owner.setdefault(read.url, row)
                     row["tiles"] += len(new)
                     row["bytes"] += sum(b - a for a, b in new)
-                    row["gets"] += (
-                        len(coalesce(sorted(new), config.max_gap, config.max_merged_size)) if new else 0
+            for url, ranges in per_file.items():
+                if ranges:
+                    owner[url]["gets"] += len(
+                        coalesce(sorted(ranges), config.max_gap, config.max_merged_size)
                     )
         table = pd.DataFrame(
             list(rows.values()), columns=["record_id", "band", "chunks", "tiles", "gets", "bytes"]
@@ -220,54 +303,54 @@ def build_stack(
             for i in range(r0 // y_chunk, (r1 - 1) // y_chunk + 1):
                 for j in range(c0 // x_chunk, (c1 - 1) // x_chunk + 1):
                     touched.setdefault((tc, i, j), []).append((r, b))
-    token = tokenize(grid, [s.ids for s in steps], bands, chunks, resampling, fuse, fill_value, len(records))
+    sources_id = [
+        (s.url, s.header.file_size, s.header.etag, s.header.last_modified)
+        for r in records
+        for s in r.bands
+        if s is not None
+    ]
+    token = tokenize(
+        grid, [s.ids for s in steps], bands, chunks, resampling, fuse, fill_value, sources_id, storage_options
+    )
     name = f"rasteret-read-{token}"
     layer: dict = {}
     plans: dict = {}
     planners: dict[tuple[int, int], SourcePlanner] = {}
-    for tc in range(len(t_edges) - 1):
-        for i in range(len(y_edges) - 1):
-            for j in range(len(x_edges) - 1):
-                key = (name, tc, i, j)
-                shape = (
-                    t_edges[tc + 1] - t_edges[tc],
-                    y_edges[i + 1] - y_edges[i],
-                    x_edges[j + 1] - x_edges[j],
+    for tc, i, j in sorted(touched):
+        key = (name, tc, i, j)
+        shape = (t_edges[tc + 1] - t_edges[tc], y_edges[i + 1] - y_edges[i], x_edges[j + 1] - x_edges[j])
+        sources, ids = [], []
+        for r, b in sorted(touched[(tc, i, j)], key=lambda rb: (step_of[rb[0]], rb[1], rb[0])):
+            planner = planners.get((r, b))
+            if planner is None:
+                planner = planners[(r, b)] = SourcePlanner(
+                    grid, records[r].bands[b], records[r].crs, method=resampling, fill=fills[b]
                 )
-                chunk = grid.window_grid(y_edges[i], x_edges[j], shape[1], shape[2])
-                sources, ids = [], []
-                for r, b in sorted(
-                    touched.get((tc, i, j), []), key=lambda rb: (step_of[rb[0]], rb[1], rb[0])
-                ):
-                    planner = planners.get((r, b))
-                    if planner is None:
-                        planner = planners[(r, b)] = SourcePlanner(
-                            grid, records[r].bands[b], records[r].crs, method=resampling, fill=fills[b]
-                        )
-                    planned = planner.plan(
-                        y_edges[i], x_edges[j], shape[1], shape[2], step=step_of[r] - t_edges[tc], band=b
-                    )
-                    if planned is not None:
-                        sources.append(planned)
-                        ids.append(records[r].record_id)
-                if sources:
-                    plan = ChunkPlan(chunk, shape[0], dtypes, fills, tuple(sources), fuse, resampling)
-                    plans[key] = (plan, ids)
-                    layer[key] = Task(key, read_chunk, plan, storage_options, config, _data_producer=True)
-                else:
-                    layer[key] = Task(key, _empty_block, dtypes, fills, shape)
+            planned = planner.plan(
+                y_edges[i], x_edges[j], shape[1], shape[2], step=step_of[r] - t_edges[tc], band=b
+            )
+            if planned is not None:
+                sources.append(planned)
+                ids.append(records[r].record_id)
+        if sources:
+            chunk = grid.window_grid(y_edges[i], x_edges[j], shape[1], shape[2])
+            plan = ChunkPlan(chunk, shape[0], dtypes, fills, tuple(sources), fuse, resampling)
+            plans[key] = (plan, ids)
+            layer[key] = Task(key, read_chunk, plan, storage_options, config, _data_producer=True)
     chunks_spec = (
-        tuple(np.diff(t_edges)),
-        tuple(np.diff(y_edges)),
-        tuple(np.diff(x_edges)),
+        tuple(int(v) for v in np.diff(t_edges)),
+        tuple(int(v) for v in np.diff(y_edges)),
+        tuple(int(v) for v in np.diff(x_edges)),
     )
     arrays = []
     for b, band in enumerate(bands):
         band_name = f"rasteret-{band}-{token}"
-        band_layer = {
-            (band_name, *k[1:]): Task((band_name, *k[1:]), operator.getitem, TaskRef(k), b) for k in layer
-        }
-        graph = HighLevelGraph({name: layer, band_name: band_layer}, {name: set(), band_name: {name}})
+        band_layer = _BandLayer(
+            band_name, name, frozenset(k[1:] for k in layer), chunks_spec, dtypes[b], fills[b], b
+        )
+        graph = HighLevelGraph(
+            {name: MaterializedLayer(layer), band_name: band_layer}, {name: set(), band_name: {name}}
+        )
         arrays.append(da.Array(graph, band_name, chunks_spec, dtype=np.dtype(dtypes[b])))
     return StackGraph(grid, steps, bands, fills, arrays, plans)
 

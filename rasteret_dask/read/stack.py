@@ -1,10 +1,11 @@
 """Stacks on one grid: per-chunk read plans (pure) and their execution (one Dask task per chunk).
 
 A chunk of the output ``(time, y, x)`` is read from every record of its time steps that overlaps it.
-Records on the output grid's own pixel lattice are copied, others are warped with the ``geo.warp``
-kernels from the overview level GDAL's warper would choose. Records of one time step are fused in
-(datetime, id) order; nodata never bleeds.
-"""
+Records on the output grid's own pixel lattice are copied; others are warped with the ``geo.warp``
+kernels, from the overview level GDAL's warper would choose, so that every chunk holds exactly what
+``rasterio.warp.reproject`` of the whole record onto the whole grid holds there (GDAL's warp chunks, source
+windows, kernel scales and scanlines are those of the whole-grid warp; see :class:`SourcePlanner`).
+Records of one time step are fused in (datetime, id) order; nodata never bleeds."""
 
 from __future__ import annotations
 
