@@ -23,7 +23,6 @@ from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips
 from ..read.grids import choose_grid
 from ..read.points import (
-    OUTPUT_COLUMNS,
     SampleSpec,
     check_sample_args,
     points_frame,
@@ -510,7 +509,12 @@ class Collection:
                     "the points have no geometry column: pass x_column=, y_column= and geometry_crs="
                 )
             own = getattr(frame, "crs", None)
-            crs = geometry_crs or own
+            if own is not None and geometry_crs is not None and not pyproj.CRS(own).equals(geometry_crs):
+                raise PlanError(
+                    f"the points' geometry is in {pyproj.CRS(own).to_string()}, not {geometry_crs}: drop geometry_crs="
+                    " or reproject the points first"
+                )
+            crs = own or geometry_crs
             if crs is None:
                 raise PlanError("the points' geometry has no CRS: pass geometry_crs=")
         spec = SampleSpec(
@@ -527,14 +531,7 @@ class Collection:
             storage_options=for_graph(self.storage_options),
             config=config,
         )
-        meta = sample_partition(frame._meta, spec=spec)
-        added = set(meta.columns) - set(frame._meta.columns)
-        clash = sorted(added & set(frame._meta.columns)) or sorted(
-            set(frame._meta.columns) & {*OUTPUT_COLUMNS, *bands}
-        )
-        if clash:
-            raise SchemaError(f"point column(s) {clash} clash with output columns; rename them first")
-        return sample_graph(self._frame, frame, spec, meta)
+        return sample_graph(self._frame, frame, spec, sample_partition(frame._meta, spec=spec))
 
     def header_column(self, band: str) -> str:
         """The name of ``band``'s metadata column; raises when the band does not exist."""

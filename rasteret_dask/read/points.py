@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
+from affine import Affine
 
 from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
-from ..errors import PlanError
+from ..errors import PlanError, SchemaError
 from ..geo.hilbert import hilbert_keys
 from ..geo.points import fractional_indices, nearest_valid, ring_offsets
 from ..geo.warp import transformer
@@ -80,30 +81,69 @@ def _to_crs(xs: np.ndarray, ys: np.ndarray, src: str, dst: str) -> tuple[np.ndar
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
+def _to_bits(values: np.ndarray, dtype: str) -> np.ndarray:
+    """``values`` in ``dtype``, widened without loss into 8-byte patterns (uint64); see :func:`_from_bits`.
+
+    Samples of bands of different dtypes share one buffer: concatenating them as numbers would promote
+    int64 with uint64 (or with a float) to float64 and lose 64-bit integers.
+    """
+    kind = np.dtype(dtype).kind
+    with np.errstate(invalid="ignore"):  # a record whose band has another dtype: cast as wide output does
+        typed = values.astype(dtype, copy=False)
+    if kind == "f":
+        return typed.astype(np.float64).view(np.uint64)
+    if kind == "i" or kind == "b":
+        return typed.astype(np.int64).view(np.uint64)
+    return typed.astype(np.uint64)
+
+
+def _from_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
+    """The inverse of :func:`_to_bits`."""
+    kind = np.dtype(dtype).kind
+    if kind == "f":
+        return bits.view(np.float64).astype(dtype)
+    if kind == "i" or kind == "b":
+        return bits.view(np.int64).astype(dtype)
+    return bits.astype(dtype)
+
+
+_SAMPLE_COLUMNS = {
+    "point": np.int64,
+    "record": np.int64,
+    "band": np.int64,
+    "value": np.float64,
+    "bits": np.uint64,
+    "valid": bool,
+    "row": np.int64,
+    "col": np.int64,
+}
+
+
 @dataclass
 class _Samples:
-    """Column buffers of sampled values: one entry per (point, record, band)."""
+    """Column buffers of sampled values: one entry per (point, record, band).
+
+    ``value`` is float64 (the long layout's column); ``bits`` holds the same value exactly in the band's
+    output dtype (:func:`_to_bits`), for the wide layout.
+    """
 
     point: list = field(default_factory=list)
     record: list = field(default_factory=list)
     band: list = field(default_factory=list)
     value: list = field(default_factory=list)
+    bits: list = field(default_factory=list)
     valid: list = field(default_factory=list)
     row: list = field(default_factory=list)
     col: list = field(default_factory=list)
 
-    def add(self, point, record, band, value, valid, row, col):
-        for name, v in zip(
-            ("point", "record", "band", "value", "valid", "row", "col"),
-            (point, record, band, value, valid, row, col),
-            strict=True,
-        ):
+    def add(self, point, record, band, value, bits, valid, row, col):
+        for name, v in zip(_SAMPLE_COLUMNS, (point, record, band, value, bits, valid, row, col), strict=True):
             getattr(self, name).append(np.asarray(v))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            name: (np.concatenate(getattr(self, name)) if getattr(self, name) else np.empty(0))
-            for name in ("point", "record", "band", "value", "valid", "row", "col")
+            name: np.concatenate(getattr(self, name)) if getattr(self, name) else np.empty(0, dtype=dtype)
+            for name, dtype in _SAMPLE_COLUMNS.items()
         }
 
 
@@ -196,7 +236,53 @@ def _sample_record(
             br, bc = nr[found, best[found]], nc[found, best[found]]
             value[pick], ok[pick] = data[br, bc], True
             used_r[pick], used_c[pick] = br + read.window.row_start, bc + read.window.col_start
-        out.add(points, np.full(len(points), r), np.full(len(points), b), value, ok, used_r, used_c)
+        out.add(
+            points,
+            np.full(len(points), r),
+            np.full(len(points), b),
+            value.astype(np.float64),
+            _to_bits(value, spec.dtypes[b]),
+            ok,
+            used_r,
+            used_c,
+        )
+
+
+def _padded(box, share: float = 0.01) -> tuple[float, float, float, float]:
+    """``box`` grown on every side by ``share`` of its larger side (and a hair, for boxes of zero size)."""
+    w, s, e, n = box
+    pad = share * max(e - w, n - s) + 1e-7
+    return w - pad, s - pad, e + pad, n + pad
+
+
+def _coverage_box(record: RecordSource, footprint) -> tuple[float, float, float, float] | None:
+    """A CRS84 box holding the record's footprint and every pixel of its bands' rasters, padded a little.
+
+    The footprint alone does not do: it is often drawn with few vertices, or is the outline of the valid
+    data, while a point belongs to a record whenever it lies in the raster (rasterio's rule), first and
+    last rows and columns included.
+    """
+    boxes = []
+    if footprint is not None and not shapely.is_empty(footprint):
+        boxes.append(shapely.bounds(footprint))
+    grids = {
+        (tuple(s.header.geo.transform[:6]), s.header.width, s.header.height)
+        for s in record.bands
+        if s is not None and s.header.geo.transform is not None
+    }
+    t = np.linspace(0.0, 1.0, 17)
+    for transform, w, h in grids if record.crs else ():
+        cols = np.concatenate([w * t, np.full(t.size, w), w * t, np.zeros(t.size)])
+        rows = np.concatenate([np.zeros(t.size), h * t, np.full(t.size, h), h * t])
+        x, y = Affine(*transform) @ (cols, rows)
+        lon, lat = _to_crs(np.asarray(x), np.asarray(y), record.crs, "OGC:CRS84")
+        ok = np.isfinite(lon) & np.isfinite(lat)
+        if ok.any():
+            boxes.append((lon[ok].min(), lat[ok].min(), lon[ok].max(), lat[ok].max()))
+    if not boxes:
+        return None
+    boxes = np.asarray(boxes, dtype=np.float64)
+    return _padded((*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)))
 
 
 def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: SampleSpec) -> pd.DataFrame:
@@ -214,7 +300,10 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
         frame = frame.sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
         records = record_sources(frame, list(spec.bands), errors=spec.errors)
         lon, lat = _to_crs(xs, ys, spec.point_crs, "OGC:CRS84")
-        tree = shapely.STRtree(np.asarray(frame.geometry.array))
+        footprints = np.asarray(frame.geometry.array)
+        boxes = [_coverage_box(rec, fp) for rec, fp in zip(records, footprints, strict=True)]
+        tree = shapely.STRtree([None if b is None else shapely.box(*b) for b in boxes])
+        # A coarse match only: whether a point lies in a record's raster is decided in its CRS below.
         point_idx, record_idx = tree.query(shapely.points(lon, lat), predicate="intersects")
         for r in np.unique(record_idx):
             idx = point_idx[record_idx == r]
@@ -292,21 +381,35 @@ def _assemble(
         sel = np.flatnonzero(arrays["band"] == b)
         values = np.zeros(n, dtype=dtype)
         missing = np.ones(n, dtype=bool)
-        values[inverse[sel]] = arrays["value"][sel].astype(dtype)
+        values[inverse[sel]] = _from_bits(arrays["bits"][sel], dtype)
         missing[inverse[sel]] = ~arrays["valid"][sel].astype(bool)
         out[band] = _masked(values, missing, dtype)
         if spec.match == "latest":
             rec = np.full(n, -1, dtype=np.int64)
             rec[inverse[sel]] = arrays["record"][sel].astype(np.int64)
             out[f"{band}_record_id"] = pd.array([ids[i] if i >= 0 else None for i in rec], dtype="string")
-            out[f"{band}_datetime"] = pd.DatetimeIndex(
-                [stamps[i] if i >= 0 else pd.NaT for i in rec]
-            ).as_unit("us")
+            # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
+            out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
         if spec.max_distance_pixels:
             for name in ("row", "col"):
                 used = np.full(n, -1, dtype=np.int64)
                 used[inverse[sel]] = arrays[name][sel].astype(np.int64)
                 out[f"{band}_{name}"] = pd.arrays.IntegerArray(used, used < 0)
+    return out
+
+
+def output_columns(spec: SampleSpec) -> list[str]:
+    """The columns sampling adds to the points' own columns, for ``spec``'s match, layout and bands."""
+    nearest = spec.max_distance_pixels > 0
+    if spec.layout == "long":
+        return ["record_id", "datetime", "band", "value", *(["row", "col"] if nearest else [])]
+    out = ["record_id", "datetime"] if spec.match == "all" else []
+    for band in spec.bands:
+        out.append(band)
+        if spec.match == "latest":
+            out += [f"{band}_record_id", f"{band}_datetime"]
+        if nearest:
+            out += [f"{band}_row", f"{band}_col"]
     return out
 
 
@@ -325,6 +428,19 @@ POINTS_PER_PARTITION = 250_000
 _HILBERT = "__rasteret_hilbert__"
 
 
+def _has_geometry(schema: pa.Schema) -> bool:
+    """GeoParquet ("geo" schema metadata) or GeoArrow (a ``geoarrow.*`` extension field) geometry."""
+    if b"geo" in (schema.metadata or {}):
+        return True
+    for f in schema:
+        name = (f.metadata or {}).get(b"ARROW:extension:name", b"")
+        if isinstance(f.type, pa.ExtensionType):
+            name = f.type.extension_name.encode()
+        if name.startswith(b"geoarrow."):
+            return True
+    return False
+
+
 def points_frame(points, *, storage_options: dict | None = None) -> dd.DataFrame:
     """Points of any supported kind as a dask (geo)dataframe, lazily where the input is lazy."""
     if isinstance(points, str):
@@ -335,8 +451,7 @@ def points_frame(points, *, storage_options: dict | None = None) -> dd.DataFrame
     if isinstance(points, dd.DataFrame):
         return points
     if isinstance(points, pa.Table):
-        geo = (points.schema.metadata or {}).get(b"geo")
-        points = gpd.GeoDataFrame.from_arrow(points) if geo else points.to_pandas()
+        points = gpd.GeoDataFrame.from_arrow(points) if _has_geometry(points.schema) else points.to_pandas()
     if isinstance(points, gpd.GeoDataFrame):
         return dask_geopandas.from_geopandas(
             points, npartitions=max(1, -(-len(points) // POINTS_PER_PARTITION))
@@ -357,9 +472,15 @@ def _partition_box(part: pd.DataFrame, spec: SampleSpec) -> pd.DataFrame:
     xs, ys = _xy_of(part, spec)
     ok = np.isfinite(xs) & np.isfinite(ys)
     if not ok.any():
-        return pd.DataFrame({"x0": [np.nan], "y0": [np.nan], "x1": [np.nan], "y1": [np.nan]})
+        return pd.DataFrame({"x0": [np.nan], "y0": [np.nan], "x1": [np.nan], "y1": [np.nan], "n": [0]})
     return pd.DataFrame(
-        {"x0": [xs[ok].min()], "y0": [ys[ok].min()], "x1": [xs[ok].max()], "y1": [ys[ok].max()]}
+        {
+            "x0": [xs[ok].min()],
+            "y0": [ys[ok].min()],
+            "x1": [xs[ok].max()],
+            "y1": [ys[ok].max()],
+            "n": [int(ok.sum())],
+        }
     )
 
 
@@ -381,22 +502,64 @@ def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> dd.DataFrame:
     keyed = frame.map_partitions(
         _with_hilbert, spec, bounds, meta=frame._meta.assign(**{_HILBERT: np.int64(0)})
     )
-    return keyed.set_index(_HILBERT, npartitions=frame.npartitions).reset_index(drop=True)
+    # Inputs read from files come in partitions of whatever size the files had: one task per
+    # POINTS_PER_PARTITION points at most keeps a task's memory bounded and every worker busy.
+    npartitions = max(frame.npartitions, -(-int(boxes["n"].sum()) // POINTS_PER_PARTITION))
+    # Our own divisions: dask's set_index(npartitions=) fails (an AssertionError in its repartition) when
+    # its quantiles repeat, e.g. all points in one Hilbert cell or a few points in several partitions.
+    sample = keyed.map_partitions(_key_sample, meta=_key_sample(keyed._meta)).compute()
+    divisions = _divisions(sample, npartitions)
+    return keyed.set_index(_HILBERT, divisions=divisions).reset_index(drop=True)
 
 
-def _box_lonlat(box, crs: str) -> shapely.Geometry | None:
+def _key_sample(part: pd.DataFrame, size: int = 64) -> pd.DataFrame:
+    """Up to ``size`` evenly spaced Hilbert keys of a partition (its least and greatest included), each
+    weighted by the share of the partition's points it stands for."""
+    keys = np.sort(part[_HILBERT].to_numpy(dtype=np.int64))
+    if not len(keys):
+        return pd.DataFrame({"key": np.empty(0, np.int64), "weight": np.empty(0, np.float64)})
+    picks = keys[np.linspace(0, len(keys) - 1, min(size, len(keys))).round().astype(np.int64)]
+    return pd.DataFrame({"key": picks, "weight": np.full(len(picks), len(keys) / len(picks))})
+
+
+def _divisions(sample: pd.DataFrame, npartitions: int) -> list[int]:
+    """Dask divisions cutting the sampled keys into at most ``npartitions`` ranges of about equal counts.
+
+    Repeated cut points are merged (fewer partitions), so the divisions always increase; the last range
+    includes the greatest key.
+    """
+    order = np.argsort(sample["key"].to_numpy(), kind="stable")
+    keys = sample["key"].to_numpy()[order]
+    weight = np.cumsum(sample["weight"].to_numpy()[order])
+    cuts = keys[np.searchsorted(weight, weight[-1] * np.arange(1, npartitions) / npartitions)]
+    inner = sorted({int(k) for k in cuts if keys[0] < k < keys[-1]})
+    return [int(keys[0]), *inner, int(keys[-1])]
+
+
+def _box_lonlat(box, crs: str) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) in CRS84 of a box of the points' CRS, None when it has no finite part.
+
+    The box's edges are densified before moving them, and a box of one point (or of points on one line)
+    is fine: shapely's boxes of zero width cannot be densified.
+    """
     x0, y0, x1, y1 = box
     if not np.isfinite([x0, y0, x1, y1]).all():
         return None
-    ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), max(x1 - x0, y1 - y0) / 16 or 1.0)
-    xy = shapely.get_coordinates(ring)
-    lon, lat = _to_crs(xy[:, 0], xy[:, 1], crs, "OGC:CRS84")
-    return shapely.box(np.nanmin(lon), np.nanmin(lat), np.nanmax(lon), np.nanmax(lat))
+    t = np.linspace(0.0, 1.0, 17)
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(t.size, x1), x0 + (x1 - x0) * t, np.full(t.size, x0)])
+    ys = np.concatenate([np.full(t.size, y0), y0 + (y1 - y0) * t, np.full(t.size, y1), y0 + (y1 - y0) * t])
+    lon, lat = _to_crs(xs, ys, crs, "OGC:CRS84")
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    if not ok.any():
+        return None
+    return float(lon[ok].min()), float(lat[ok].min()), float(lon[ok].max()), float(lat[ok].max())
 
 
 def _records_box(part: pd.DataFrame) -> pd.DataFrame:
     geoms = np.asarray(part.geometry.array)
     box = shapely.total_bounds(geoms) if len(geoms) else [np.nan] * 4
+    if np.isfinite(box).all():  # footprints only approximate the rasters: see _coverage_box
+        box = _padded(box)
     return pd.DataFrame({"x0": [box[0]], "y0": [box[1]], "x1": [box[2]], "y1": [box[3]]})
 
 
@@ -404,25 +567,25 @@ def sample_graph(
     records: dd.DataFrame, points: dd.DataFrame, spec: SampleSpec, meta: pd.DataFrame
 ) -> dd.DataFrame:
     """One task per points partition, fed the records partitions whose extents meet the points' extent."""
+    clash = [c for c in output_columns(spec) if c in points.columns]
+    if clash:
+        raise SchemaError(f"point column(s) {clash} clash with output columns; rename them first")
     points = spatially_sorted(points, spec)
     point_boxes = points.map_partitions(
         _partition_box, spec, meta=_partition_box(points._meta, spec).iloc[:0]
     )
     record_boxes = records.map_partitions(_records_box, meta=_records_box(records._meta).iloc[:0])
     point_boxes, record_boxes = dask.compute(point_boxes, record_boxes)
-    record_geoms = [
-        None if not np.isfinite(row).all() else shapely.box(*row)
-        for row in record_boxes[["x0", "y0", "x1", "y1"]].to_numpy()
-    ]
+    rboxes = record_boxes[["x0", "y0", "x1", "y1"]].to_numpy()
     point_parts, record_parts = points.to_delayed(), records.to_delayed()
     tasks = []
     for p, row in enumerate(point_boxes[["x0", "y0", "x1", "y1"]].to_numpy()):
         area = _box_lonlat(row, spec.point_crs)
         if area is None:
             continue
-        feeding = [
-            record_parts[r] for r, g in enumerate(record_geoms) if g is not None and g.intersects(area)
-        ]
+        w, s, e, n = area
+        meets = (rboxes[:, 0] <= e) & (rboxes[:, 2] >= w) & (rboxes[:, 1] <= n) & (rboxes[:, 3] >= s)
+        feeding = [record_parts[r] for r in np.flatnonzero(meets)]
         if feeding:
             tasks.append(dask.delayed(sample_partition)(point_parts[p], *feeding, spec=spec))
     if not tasks:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
 
 from ..errors import MalformedTiffError
 
+_LEADING_INTEGER = re.compile(r"[+-]?\d+")
 # GDAL_METADATA is a small XML document; refuse to parse anything absurdly large.
 MAX_METADATA_CHARS = 1 << 22
 
@@ -17,13 +19,20 @@ def parse_nodata(text: str | None, dtype: str) -> float | None:
     """GDAL_NODATA as a float ("nan", "inf" and "-inf" included), None when the tag is absent or empty.
 
     For 32-bit (and 16-bit) float rasters the value is rounded to float32, as GDAL reports it, so that it
-    compares equal to the pixels that hold it.
+    compares equal to the pixels that hold it. For 64-bit integer rasters only the leading integer counts,
+    as in GDAL (values beyond 2**53 lose precision as floats).
     """
     if text is None:
         return None
     text = text.strip()
     if not text:
         return None
+    if dtype in ("int64", "uint64"):
+        # GDAL reads 64-bit integer nodata with strtoll/strtoull: the leading integer of the text only.
+        leading = _LEADING_INTEGER.match(text)
+        if leading is None:
+            raise MalformedTiffError(f"GDAL_NODATA is not an integer: {text[:40]!r}")
+        return float(int(leading.group()))
     try:
         value = float(text)
     except ValueError:
