@@ -26,6 +26,9 @@ from ..collection import build_from_table, load
 from .data import BANDS, make_collection
 from .server import RangeServer
 
+# Reflectance (DN) above which a demo pixel counts as cloud.
+CLOUD_THRESHOLD = 4000
+
 
 @dataclass
 class Report:
@@ -105,7 +108,12 @@ def run_demo(
                     resampling="bilinear",
                 )
                 stack = ds.to_array("band").astype("float32")
-                median = stack.where(stack != 0).median("time", skipna=True).persist()
+                # Cloud-free style: nodata and bright (cloudy) pixels are left out of the median.
+                median = (
+                    stack.where((stack != 0) & (stack < CLOUD_THRESHOLD))
+                    .median("time", skipna=True)
+                    .persist()
+                )
                 progress(median, notebook=False)
                 print(file=sys.stderr)
                 rgb = median.values
