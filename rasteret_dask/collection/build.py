@@ -312,16 +312,9 @@ def build_from_table(
             bands=bands,
             storage_options=storage_options,
         )
-    if not enrich:
-        return Collection(
-            _to_dask(frame, npartitions),
-            name=name,
-            description=description,
-            data_source=data_source,
-            storage_options=storage_options,
-        )
-    collection, report = enrich_collection(
+    return finish_build(
         frame,
+        enrich=enrich,
         bands=bands,
         storage_options=storage_options,
         config=config,
@@ -330,6 +323,23 @@ def build_from_table(
         name=name,
         description=description,
         data_source=data_source,
+    )
+
+
+def finish_build(
+    frame, *, enrich: bool, bands, storage_options, config, npartitions, progress, **names
+) -> Collection:
+    """Normalised records to a Collection: enriched with their headers (``build_report`` set) or not."""
+    if not enrich:
+        return Collection(_to_dask(frame, npartitions), storage_options=storage_options, **names)
+    collection, report = enrich_collection(
+        frame,
+        bands=bands,
+        storage_options=storage_options,
+        config=config,
+        npartitions=npartitions,
+        progress=progress,
+        **names,
     )
     collection.build_report = report
     return collection

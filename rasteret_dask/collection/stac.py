@@ -37,7 +37,7 @@ from ..io.config import IOConfig, MiB
 from ..io.loop import run_sync
 from ..io.reader import read_prefix_async
 from ..io.signing import check_options, store_options
-from .build import build_from_table, enrich_collection, records_from_table
+from .build import finish_build, records_from_table
 from .collection import Collection
 from .filters import bbox_geometry, date_bounds
 from .schema import ASSETS, CRS_COLUMN, DATETIME, GEOMETRY, ID, PROJ_EPSG, assets_type
@@ -1057,28 +1057,17 @@ def build_from_stac(
         found = sorted({c for c in frame["collection"].dropna()})
         name = ", ".join(found)
     data_source = data_source or _describe_source(source)
-    if not enrich:
-        collection = build_from_table(
-            frame,
-            enrich=False,
-            npartitions=npartitions,
-            name=name,
-            description=description,
-            data_source=data_source,
-            storage_options=storage_options,
-        )
-    else:
-        collection, report = enrich_collection(
-            frame,
-            bands=codes,
-            storage_options=storage_options,
-            config=config,
-            npartitions=npartitions,
-            progress=progress,
-            name=name,
-            description=description,
-            data_source=data_source,
-        )
-        collection.build_report = report
+    collection = finish_build(
+        frame,
+        enrich=enrich,
+        bands=codes,
+        storage_options=storage_options,
+        config=config,
+        npartitions=npartitions,
+        progress=progress,
+        name=name,
+        description=description,
+        data_source=data_source,
+    )
     collection.stac_stats = stats
     return collection
