@@ -68,7 +68,9 @@ def run(opts: Options) -> list[Row]:
         tiles = _pick_tiles([str(ds.path(r)) for r in ds.files], n_tiles)
         stored = sum(t["length"] for t in tiles)
         decoded = len(tiles) * spec.tile * spec.tile * (2 if spec.dtype == "uint16" else 4)
-        params = {"tiles": tiles, "tile": spec.tile}
+        codec = _local_header(tiles[0]["path"]).levels[0].codec
+        floor_codec = {k: getattr(codec, k) for k in ("compression", "predictor", "dtype", "byteorder")}
+        params = {"tiles": tiles, "tile": spec.tile, "codec": floor_codec}
         opts.log(f"decode: {label}, {len(tiles)} tiles")
         results = measure_interleaved(
             list(TOOLS), opts.repeats, lambda tool, p=params: run_fresh("bench_decode", tool, p), opts.log
@@ -160,13 +162,13 @@ def measure(tool: str, params: dict) -> dict:
     elif tool == "floor":
         import imagecodecs
 
-        codec = _local_header(tiles[0]["path"]).levels[0].codec
-        dtype = np.dtype(codec.dtype)
-        if codec.byteorder != "<" or codec.predictor not in (2, 3):
+        codec = params["codec"]  # from the parent: this process imports no rasteret_dask code
+        dtype = np.dtype(codec["dtype"])
+        if codec["byteorder"] != "<" or codec["predictor"] not in (2, 3):
             raise ValueError("the floor handles little-endian files with predictor 2 or 3 only")
         start, cpu = time.perf_counter(), time.thread_time()
         out = []
-        if codec.compression in (8, 32946):  # deflate, predictor 2
+        if codec["compression"] in (8, 32946):  # deflate, predictor 2
             for blob in blobs:
                 arr = np.empty((size, size), dtype)
                 imagecodecs.deflate_decode(blob, out=arr.reshape(-1).view(np.uint8))
