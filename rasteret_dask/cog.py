@@ -22,8 +22,8 @@ from pyproj import CRS
 from .errors import MalformedTiffError, PlanError, TruncatedTiffError
 from .geo.windows import PixelWindow, tile_overlap, tiles_touched
 from .io.config import FileIdentity, IOConfig
-from .io.loop import run_sync
-from .io.reader import RangeRequest, read_many_async, read_prefix_async, read_ranges_async
+from .io.loop import gather_or_cancel, run_sync
+from .io.reader import read_prefix_async, read_ranges_async
 from .tiff.decode import decode_mask_tile, decode_tile, fill_scalar
 from .tiff.header import NeedBytes, parse_header
 from .tiff.ifd import FileBytes
@@ -315,36 +315,44 @@ async def read_windows_async(
     in a thread pool (the codecs release the GIL). Returns one ``(bands, rows, cols)`` array per read,
     in the native dtype.
     """
-    wanted: dict[str, dict[tuple[int, int], None]] = {}
-    identities: dict[str, FileIdentity] = {}
+    # Per file, its distinct tiles: each file's tiles start decoding as soon as that file's bytes arrive.
+    tiles_of: dict[str, dict[tuple, tuple[WindowRead, TileRef]]] = {}
     for read in reads:
-        identities.setdefault(read.url, read.identity)
-        ranges = wanted.setdefault(read.url, {})
+        per_file = tiles_of.setdefault(read.url, {})
         for tile in read.tiles:
             if not tile.sparse:
-                ranges[_checked_range(read, tile)] = None
-    requests = [RangeRequest(url, tuple(ranges), identities[url]) for url, ranges in wanted.items() if ranges]
-    bodies = (
-        await read_many_async(requests, storage_options=storage_options, config=config) if requests else []
-    )
-    fetched = {
-        (request.url, byte_range): body
-        for request, per_file in zip(requests, bodies, strict=True)
-        for byte_range, body in zip(request.ranges, per_file, strict=True)
-    }
+                per_file.setdefault(_tile_key(read, tile), (read, tile))
+    identities = {read.url: read.identity for read in reads}
     loop = asyncio.get_running_loop()
     pool = decode_pool()
-    decoded: dict[tuple, asyncio.Future] = {}
-    for read in reads:
-        for tile in read.tiles:
-            key = (read.url, tile.offset, tile.count, read.stored_rows(tile), read.codec)
-            if tile.sparse or key in decoded:
-                continue
-            body = fetched[(read.url, (tile.offset, tile.offset + tile.count))]
-            decode = _decode_mask if read.codec.photometric == PHOTOMETRIC_MASK else decode_tile
-            decoded[key] = loop.run_in_executor(pool, decode, body, read.codec, read.stored_rows(tile))
-    await asyncio.gather(*decoded.values())
+    decoded: dict[tuple, np.ndarray] = {}
+
+    async def fetch_and_decode(url: str, tiles: dict[tuple, tuple[WindowRead, TileRef]]) -> None:
+        ranges = list(dict.fromkeys(_checked_range(read, tile) for read, tile in tiles.values()))
+        bodies = await read_ranges_async(
+            url, ranges, storage_options=storage_options, expect=identities[url], config=config
+        )
+        body_of = dict(zip(ranges, bodies, strict=True))
+        keys = list(tiles)
+        results = await gather_or_cancel(
+            loop.run_in_executor(
+                pool,
+                _decode_mask if read.codec.photometric == PHOTOMETRIC_MASK else decode_tile,
+                body_of[(tile.offset, tile.offset + tile.count)],
+                read.codec,
+                read.stored_rows(tile),
+            )
+            for read, tile in tiles.values()
+        )
+        decoded.update(zip(keys, results, strict=True))
+
+    await gather_or_cancel(fetch_and_decode(url, tiles) for url, tiles in tiles_of.items() if tiles)
     return [_assemble(read, decoded) for read in reads]
+
+
+def _tile_key(read: WindowRead, tile: TileRef) -> tuple:
+    """Reads share a decoded tile when they want the same bytes decoded the same way."""
+    return read.url, tile.offset, tile.count, read.stored_rows(tile), read.codec
 
 
 def _decode_mask(body, codec: TileCodec, rows: int | None) -> np.ndarray:
@@ -369,9 +377,7 @@ def _assemble(read: WindowRead, decoded: dict) -> np.ndarray:
                 0 if codec.photometric == PHOTOMETRIC_MASK else fill_scalar(codec, read.fill)
             )
             continue
-        block = decoded[(read.url, tile.offset, tile.count, read.stored_rows(tile), codec)].result()[
-            in_r, in_c
-        ]
+        block = decoded[_tile_key(read, tile)][in_r, in_c]
         if read.planar:
             out[bands, out_r, out_c] = block[:, :, 0]
         else:

@@ -389,7 +389,9 @@ class Collection:
             ``resolution`` (CRS units). Without them: the records' native grid when they share one, else
             the CRS covering most of the area at the finest resolution there (with a warning).
         chunks
-            ``{"time": ..., "y": ..., "x": ...}``; default: whole source tiles, one time step per chunk.
+            ``{"time": ..., "y": ..., "x": ...}``; default: whole source tiles, one time step per chunk,
+            with chunk edges on the tile edges of the first record on the output grid's lattice (so the
+            first and last row or column of chunks may be narrower).
         resampling
             nearest, bilinear, cubic, average, mode, min or max, used where a record is not on the output
             grid (nodata never bleeds). Coarser outputs read the overview GDAL's warper would choose.

@@ -141,3 +141,21 @@ def _shutdown() -> None:
         return
     with contextlib.suppress(Exception):  # shutdown is best effort
         asyncio.run_coroutine_threadsafe(_close_all(), loop).result(2.0)
+
+
+async def gather_or_cancel(coros) -> list:
+    """Await all, results in order; on the first failure cancel the others and raise that failure itself
+    (not an ``ExceptionGroup``, so callers see our own exception types)."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if not tasks:
+        return []
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -39,7 +39,7 @@ from ..errors import RangeRequestError, RemoteFileChangedError
 from . import stats
 from .config import FileIdentity, IOConfig
 from .credentials import resolve
-from .loop import run_sync
+from .loop import gather_or_cancel, run_sync
 from .ranges import Buffer, coalesce, split
 from .signing import Signer, get_signer
 from .stores import Location, StoreError, get_store, host_semaphore, locate, safe_url
@@ -165,23 +165,6 @@ async def _fetch(
         await asyncio.sleep(delay)
 
 
-async def _gather(coros):
-    """Await all; on the first failure cancel the others and raise that failure itself."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    if not tasks:
-        return []
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()
-        return [task.result() for task in tasks]
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 async def read_ranges_async(
     url: str,
     ranges: Sequence[tuple[int, int]],
@@ -231,7 +214,7 @@ async def read_ranges_async(
             return b""
         return (await _fetch(store, where, url, m.start, m.stop, seen, config, signer=signer))[0]
 
-    return split(merged, await _gather(body(m) for m in merged))
+    return split(merged, await gather_or_cancel(body(m) for m in merged))
 
 
 def read_ranges(
@@ -319,7 +302,7 @@ async def read_many_async(
     All files share ``storage_options``; each request's ranges are merged separately (ranges of the
     same file in two requests are not merged together). The first failure cancels the rest.
     """
-    return await _gather(
+    return await gather_or_cancel(
         read_ranges_async(r.url, r.ranges, storage_options=storage_options, expect=r.expect, config=config)
         for r in requests
     )

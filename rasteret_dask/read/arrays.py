@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import operator
+from bisect import bisect_right
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ from ..geo.grid import Grid
 from ..geo.rasterize import geometry_mask
 from ..io.config import IOConfig
 from ..io.ranges import coalesce
-from .grids import bounds_in, raster_outline
+from .grids import bounds_in, pixel_offset, raster_outline
 from .records import RecordSource
 from .stack import ChunkPlan, SourcePlanner, read_chunk
 from .validity import band_fill
@@ -86,8 +87,9 @@ def time_steps(records: list[RecordSource], groupby, frame: pd.DataFrame | None 
     return sorted(out, key=lambda s: (s.time, s.ids))
 
 
-def _chunk_edges(size: int, chunk: int) -> list[int]:
-    return [*range(0, size, chunk), size]
+def _chunk_edges(size: int, chunk: int, phase: int = 0) -> list[int]:
+    """Edges of chunks of ``chunk`` pixels whose inner edges fall on ``phase`` modulo ``chunk``."""
+    return [0, *range(phase % chunk or chunk, size, chunk), size]
 
 
 def _default_chunk(records: list[RecordSource]) -> int:
@@ -99,6 +101,23 @@ def _default_chunk(records: list[RecordSource]) -> int:
         if s is not None
     ]
     return max(sides, default=1024)
+
+
+def _tile_phase(records: list[RecordSource], grid: Grid, size: int) -> tuple[int, int]:
+    """(row, col) phase that puts default chunk edges on the source tile edges of the first record whose
+    raster lies on ``grid``'s lattice with tiles of ``size``, so a chunk reads whole tiles and no tile is
+    read by two chunks; (0, 0) when none does."""
+    for record in records:
+        for source in record.bands:
+            if source is None or source.header.geo.transform is None:
+                continue
+            level = source.header.levels[0]
+            if (level.tile_height, level.tile_width) != (size, size):
+                continue
+            offset = pixel_offset(grid, record.crs, source.header.geo.transform)
+            if offset is not None:
+                return offset[0] % size, offset[1] % size
+    return 0, 0
 
 
 def _pixel_box(grid: Grid, record: RecordSource, source) -> tuple[int, int, int, int] | None:
@@ -281,7 +300,9 @@ def build_stack(
         raise PlanError(f"no selected record has a header for band(s) {missing}")
     dtypes = tuple(h.dtype for h in headers)
     fills = tuple(band_fill(h, fill_value).item() for h in headers)
-    y_edges, x_edges = _chunk_edges(grid.height, y_chunk), _chunk_edges(grid.width, x_chunk)
+    y_phase, x_phase = _tile_phase(records, grid, size)
+    y_edges = _chunk_edges(grid.height, y_chunk, y_phase if "y" not in chunks else 0)
+    x_edges = _chunk_edges(grid.width, x_chunk, x_phase if "x" not in chunks else 0)
     t_edges = _chunk_edges(len(steps), t_chunk)
     step_of = {}
     for s, step in enumerate(steps):
@@ -300,8 +321,8 @@ def build_stack(
             if box is None:
                 continue
             r0, r1, c0, c1 = box
-            for i in range(r0 // y_chunk, (r1 - 1) // y_chunk + 1):
-                for j in range(c0 // x_chunk, (c1 - 1) // x_chunk + 1):
+            for i in range(bisect_right(y_edges, r0) - 1, bisect_right(y_edges, r1 - 1)):
+                for j in range(bisect_right(x_edges, c0) - 1, bisect_right(x_edges, c1 - 1)):
                     touched.setdefault((tc, i, j), []).append((r, b))
     sources_id = [
         (s.url, s.header.file_size, s.header.etag, s.header.last_modified)

@@ -260,6 +260,34 @@ def test_native_grid_with_aoi_masks_outside(zone33, by_id):
         np.testing.assert_array_equal(got.B04.values[k], expected)
 
 
+def test_default_chunks_sit_on_the_source_tiles(zone33, by_id):
+    b33 = by_id["b33"]
+    x0, y0 = b33.transform @ (37.5, 21.5)  # an area starting inside a tile
+    x1, y1 = b33.transform @ (301.5, 203.5)
+    lon, lat = to_crs([x0, x1], [y0, y1], UTM33, "OGC:CRS84")
+    aoi = shapely.box(min(lon), min(lat), max(lon), max(lat))
+    ds = zone33.get_xarray(aoi, bands="B04")
+    grid = dataset_grid(ds)
+    with rasterio.open(b33.paths["B04"]) as src:
+        tile = src.block_shapes[0][0]
+        row0, col0 = src.index(grid.transform[2] + 1, grid.transform[5] - 1)
+    ys, xs = ds.B04.data.chunks[1:]
+    assert len(ys) > 1 and len(xs) > 1 and (row0 % tile, col0 % tile) != (0, 0)
+    assert all((row0 + e) % tile == 0 for e in np.cumsum(ys)[:-1])
+    assert all((col0 + e) % tile == 0 for e in np.cumsum(xs)[:-1])
+    # No tile of the first record (b33) is read by two chunks: as many tile reads as one chunk over the
+    # whole area makes. (e33 lies on the same lattice with other tile edges: its edge tiles are shared.)
+    whole = {"y": grid.height, "x": grid.width}
+    tiles = zone33.get_xarray(aoi, bands="B04", explain=True).set_index("record_id")
+    one_chunk = zone33.get_xarray(aoi, bands="B04", chunks=whole, explain=True).set_index("record_id")
+    assert tiles.loc["b33", "tiles"] == one_chunk.loc["b33", "tiles"]
+    assert tiles.loc["b33", "bytes"] == one_chunk.loc["b33", "bytes"]
+    assert tiles.loc["e33", "tiles"] > one_chunk.loc["e33", "tiles"]
+    np.testing.assert_array_equal(
+        compute(ds).B04.values, compute(zone33.get_xarray(aoi, bands="B04", chunks=whole)).B04.values
+    )
+
+
 # -------------------------------------------------------------------------------- laziness and GETs
 
 
