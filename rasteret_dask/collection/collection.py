@@ -472,7 +472,8 @@ class Collection:
             A pandas DataFrame, GeoDataFrame, dask (geo)dataframe, pyarrow Table or Parquet path/URL
             (``storage_options`` for it). Point coordinates come from ``x_column``/``y_column`` (then
             ``geometry_crs`` is required) or from a geometry column (its CRS, or ``geometry_crs``).
-            Rows without coordinates are dropped. Points are sorted along a Hilbert curve into spatial
+            Rows without coordinates (null or empty geometries, NaN x/y) are dropped; geometries other
+            than points raise ``PlanError``. Points are sorted along a Hilbert curve into spatial
             partitions unless they already carry spatial partitions.
         bands
             Band codes to sample.

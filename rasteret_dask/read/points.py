@@ -8,6 +8,8 @@ and sparse-tile pixels are missing values (pandas NA), never numbers.
 
 from __future__ import annotations
 
+import itertools
+import os
 from dataclasses import dataclass, field
 
 import dask
@@ -27,6 +29,7 @@ from ..geo.points import fractional_indices, nearest_valid, ring_offsets
 from ..geo.warp import transformer
 from ..geo.windows import PixelWindow
 from ..io.config import IOConfig
+from .point_files import read_points_parquet, table_to_frame
 from .records import RecordSource, record_sources
 from .validity import valid_pixels
 
@@ -66,6 +69,13 @@ def nullable_dtype(dtype: str):
 def _coordinates(points: pd.DataFrame, spec: SampleSpec) -> tuple[np.ndarray, np.ndarray]:
     if spec.geometry_column is not None:
         geoms = np.asarray(points[spec.geometry_column].array)
+        kinds = shapely.get_type_id(geoms)
+        others = (kinds != shapely.GeometryType.POINT) & (kinds != shapely.GeometryType.MISSING)
+        if others.any():
+            raise PlanError(
+                f"points must be Point geometries; {int(others.sum())} in this partition are not (the first"
+                f" is a {geoms[others][0].geom_type}): sample areas with get_gdf/get_numpy, or take their centroids first"
+            )
         return shapely.get_x(geoms), shapely.get_y(geoms)
     return (
         points[spec.x_column].to_numpy(dtype=np.float64, na_value=np.nan),
@@ -428,30 +438,14 @@ POINTS_PER_PARTITION = 250_000
 _HILBERT = "__rasteret_hilbert__"
 
 
-def _has_geometry(schema: pa.Schema) -> bool:
-    """GeoParquet ("geo" schema metadata) or GeoArrow (a ``geoarrow.*`` extension field) geometry."""
-    if b"geo" in (schema.metadata or {}):
-        return True
-    for f in schema:
-        name = (f.metadata or {}).get(b"ARROW:extension:name", b"")
-        if isinstance(f.type, pa.ExtensionType):
-            name = f.type.extension_name.encode()
-        if name.startswith(b"geoarrow."):
-            return True
-    return False
-
-
 def points_frame(points, *, storage_options: dict | None = None) -> dd.DataFrame:
     """Points of any supported kind as a dask (geo)dataframe, lazily where the input is lazy."""
-    if isinstance(points, str):
-        try:
-            return dask_geopandas.read_parquet(points, storage_options=storage_options)
-        except (ValueError, KeyError, TypeError):
-            return dd.read_parquet(points, storage_options=storage_options)
+    if isinstance(points, str | os.PathLike):
+        return read_points_parquet(str(points), storage_options, POINTS_PER_PARTITION)
     if isinstance(points, dd.DataFrame):
         return points
     if isinstance(points, pa.Table):
-        points = gpd.GeoDataFrame.from_arrow(points) if _has_geometry(points.schema) else points.to_pandas()
+        points = table_to_frame(points)
     if isinstance(points, gpd.GeoDataFrame):
         return dask_geopandas.from_geopandas(
             points, npartitions=max(1, -(-len(points) // POINTS_PER_PARTITION))
@@ -489,15 +483,16 @@ def _with_hilbert(part: pd.DataFrame, spec: SampleSpec, bounds) -> pd.DataFrame:
     return part.assign(**{_HILBERT: hilbert_keys(xs, ys, bounds).astype(np.int64) >> 1})
 
 
-def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> dd.DataFrame:
-    """Points shuffled into partitions along a Hilbert curve (skipped when already spatially partitioned)."""
-    if getattr(frame, "spatial_partitions", None) is not None:
-        return frame
+def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> tuple[dd.DataFrame, np.ndarray]:
+    """Points shuffled into partitions along a Hilbert curve (kept as they are when already spatially
+    partitioned), and each output partition's extent ``(x0, y0, x1, y1)`` in the points' CRS (NaN when it
+    has no point), learnt from small summaries of the input without running the shuffle itself."""
     boxes = frame.map_partitions(
         _partition_box, spec, meta=_partition_box(frame._meta, spec).iloc[:0]
     ).compute()
-    if boxes["x0"].isna().all():
-        return frame
+    extents = boxes[["x0", "y0", "x1", "y1"]].to_numpy()
+    if getattr(frame, "spatial_partitions", None) is not None or boxes["x0"].isna().all():
+        return frame, extents
     bounds = (boxes["x0"].min(), boxes["y0"].min(), boxes["x1"].max(), boxes["y1"].max())
     keyed = frame.map_partitions(
         _with_hilbert, spec, bounds, meta=frame._meta.assign(**{_HILBERT: np.int64(0)})
@@ -505,11 +500,55 @@ def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> dd.DataFrame:
     # Inputs read from files come in partitions of whatever size the files had: one task per
     # POINTS_PER_PARTITION points at most keeps a task's memory bounded and every worker busy.
     npartitions = max(frame.npartitions, -(-int(boxes["n"].sum()) // POINTS_PER_PARTITION))
+    sample, cells = dask.compute(
+        keyed.map_partitions(_key_sample, meta=_key_sample(keyed._meta)),
+        keyed.map_partitions(_cell_boxes, spec, meta=_cell_boxes(keyed._meta, spec)),
+    )
     # Our own divisions: dask's set_index(npartitions=) fails (an AssertionError in its repartition) when
     # its quantiles repeat, e.g. all points in one Hilbert cell or a few points in several partitions.
-    sample = keyed.map_partitions(_key_sample, meta=_key_sample(keyed._meta)).compute()
     divisions = _divisions(sample, npartitions)
-    return keyed.set_index(_HILBERT, divisions=divisions).reset_index(drop=True)
+    shuffled = keyed.set_index(_HILBERT, divisions=divisions).reset_index(drop=True)
+    return shuffled, _division_extents(cells, divisions)
+
+
+# Extents of shuffled partitions are unions of the extents of the points in coarse Hilbert cells (of
+# 2**_CELL_BITS along the curve), so the summary of a partition has at most that many rows.
+_CELL_BITS = 12
+_CELL_SHIFT = 31 - _CELL_BITS  # keys are 31 bits: level-16 Hilbert distances halved (see _with_hilbert)
+
+
+def _cell_boxes(part: pd.DataFrame, spec: SampleSpec) -> pd.DataFrame:
+    """Per coarse Hilbert cell holding finite points of the partition, their extent."""
+    xs, ys = _xy_of(part, spec)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    cell = part[_HILBERT].to_numpy(dtype=np.int64)[ok] >> _CELL_SHIFT
+    order = np.argsort(cell, kind="stable")
+    cell, xs, ys = cell[order], xs[ok][order], ys[ok][order]
+    if not len(cell):
+        return pd.DataFrame({"cell": cell, "x0": xs, "y0": ys, "x1": xs, "y1": ys})
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    return pd.DataFrame(
+        {
+            "cell": cell[starts],
+            "x0": np.minimum.reduceat(xs, starts),
+            "y0": np.minimum.reduceat(ys, starts),
+            "x1": np.maximum.reduceat(xs, starts),
+            "y1": np.maximum.reduceat(ys, starts),
+        }
+    )
+
+
+def _division_extents(cells: pd.DataFrame, divisions: list[int]) -> np.ndarray:
+    """``(x0, y0, x1, y1)`` per partition between ``divisions``: the union of the cells its key range
+    meets (a cell cut by a division counts for both sides)."""
+    out = np.full((len(divisions) - 1, 4), np.nan)
+    cell = cells["cell"].to_numpy(dtype=np.int64)
+    values = cells[["x0", "y0", "x1", "y1"]].to_numpy()
+    for i, (lo, hi) in enumerate(itertools.pairwise(divisions)):
+        meets = (cell >= lo >> _CELL_SHIFT) & (cell <= hi >> _CELL_SHIFT)
+        if meets.any():
+            out[i] = [*values[meets, :2].min(axis=0), *values[meets, 2:].max(axis=0)]
+    return out
 
 
 def _key_sample(part: pd.DataFrame, size: int = 64) -> pd.DataFrame:
@@ -570,16 +609,12 @@ def sample_graph(
     clash = [c for c in output_columns(spec) if c in points.columns]
     if clash:
         raise SchemaError(f"point column(s) {clash} clash with output columns; rename them first")
-    points = spatially_sorted(points, spec)
-    point_boxes = points.map_partitions(
-        _partition_box, spec, meta=_partition_box(points._meta, spec).iloc[:0]
-    )
-    record_boxes = records.map_partitions(_records_box, meta=_records_box(records._meta).iloc[:0])
-    point_boxes, record_boxes = dask.compute(point_boxes, record_boxes)
+    points, point_boxes = spatially_sorted(points, spec)
+    record_boxes = records.map_partitions(_records_box, meta=_records_box(records._meta).iloc[:0]).compute()
     rboxes = record_boxes[["x0", "y0", "x1", "y1"]].to_numpy()
     point_parts, record_parts = points.to_delayed(), records.to_delayed()
     tasks = []
-    for p, row in enumerate(point_boxes[["x0", "y0", "x1", "y1"]].to_numpy()):
+    for p, row in enumerate(point_boxes):
         area = _box_lonlat(row, spec.point_crs)
         if area is None:
             continue

@@ -331,6 +331,37 @@ def test_sample_points_equal_threaded(name, sources, collections, points, real_c
     assert_logs_clean(real_cluster, source)
 
 
+def test_points_parquet_on_private_s3_keeps_its_credentials_out_of_the_graph(
+    sources, collections, points, s3_server, real_cluster
+):
+    """Points read from a private bucket: the options reach the tasks as a StorageRef only."""
+    source, collection = sources["s3"], collections["s3"]
+    key = f"points/{uuid.uuid4().hex}.parquet"
+    buffer = io.BytesIO()
+    points.to_parquet(buffer, row_group_size=N_POINTS // 5)
+    s3_server.client.put_object(Bucket=BUCKET, Key=key, Body=buffer.getvalue())
+    expected = sorted_samples(threaded(samples(collection, points)))
+
+    def from_s3():
+        return collection.sample_points(
+            f"s3://{BUCKET}/{key}",
+            bands=list(BANDS),
+            x_column="lon",
+            y_column="lat",
+            geometry_crs="EPSG:4326",
+            storage_options=source.storage_options,
+        )
+
+    pd.testing.assert_frame_equal(sorted_samples(threaded(from_s3())), expected, check_exact=True)
+    with Client(real_cluster.address) as client:
+        frame = from_s3()
+        blob = graph_bytes(frame)
+        assert source.secret not in blob and source.token in blob
+        got = sorted_samples(client.compute(frame).result())
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    assert_logs_clean(real_cluster, source)
+
+
 def test_workers_killed_mid_build_and_mid_reads_change_no_result(
     sources, collections, points, fresh_cluster, range_server
 ):

@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask
 import dask.dataframe as dd
 import dask_geopandas
 import geopandas as gpd
@@ -34,6 +35,7 @@ from rasterio.transform import rowcol
 
 from rasteret_dask.errors import PlanError, SchemaError
 from rasteret_dask.io.config import IOConfig
+from rasteret_dask.read import points as points_module
 from tests.read import point_data as pdt
 from tests.read.point_data import BANDS, DTYPES, NULLABLE, UTM32, WGS84
 
@@ -705,6 +707,53 @@ def test_no_crs_raises(scenes, collection):
     out = computed(collection.sample_points(gdf, bands=["u16"], geometry_crs=UTM32))
     xs, ys = frame[["x", "y"]].to_numpy().T
     pdt.assert_wide_matches(out, pdt.oracle_samples(scenes, ["u16"], xs, ys, UTM32), ["u16"], frame.pid)
+
+
+def test_geometries_other_than_points_raise(scenes, collection):
+    frame = small_points(scenes)
+    geoms = list(gpd.points_from_xy(frame.x, frame.y))
+    geoms[2] = geoms[2].buffer(30.0)
+    gdf = gpd.GeoDataFrame(frame[["pid"]], geometry=geoms, crs=UTM32)
+    with pytest.raises(PlanError, match=r"1 in this partition are not .* Polygon"):
+        collection.sample_points(gdf, bands=["u16"])
+
+
+def test_shuffled_partition_extents_hold_their_points(monkeypatch):
+    """The extents sample_points prunes records with are learnt without running the shuffle; they must
+    hold every point the shuffle puts in each partition, and the points are keyed once per pass."""
+    rng = np.random.default_rng(5)
+    n = 40_000
+    clustered = rng.normal(0, 1, (n // 2, 2)) * [50, 80] + [1000, -300]
+    spread = rng.uniform([-5000, -9000], [7000, 3000], (n // 2, 2))
+    xy = np.vstack([clustered, spread])
+    frame = dd.from_pandas(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}), npartitions=4)
+    spec = points_module.SampleSpec(
+        bands=("u16",),
+        dtypes=("uint16",),
+        point_crs=UTM32,
+        x_column="x",
+        y_column="y",
+        geometry_column=None,
+        match="all",
+        max_distance_pixels=0,
+        layout="wide",
+    )
+    calls = []
+    keyed = points_module._with_hilbert
+    monkeypatch.setattr(points_module, "_with_hilbert", lambda *a: calls.append(1) or keyed(*a))
+    monkeypatch.setattr(points_module, "POINTS_PER_PARTITION", 3_000)
+    shuffled, extents = points_module.spatially_sorted(frame, spec)
+    assert len(calls) == 4  # the summary pass only: no shuffle ran
+    parts = [part for part in dask.compute(*shuffled.to_delayed(), scheduler="threads")]
+    assert len(parts) == len(extents) > 8
+    assert sum(len(p) for p in parts) == n
+    # ... and hardly more: within one coarse Hilbert cell (1/64 of the points' extent) of the points.
+    cell_w, cell_h = np.ptp(xy[:, 0]) / 64, np.ptp(xy[:, 1]) / 64
+    for part, (x0, y0, x1, y1) in zip(parts, extents, strict=True):
+        if len(part):
+            assert x0 <= part.x.min() and part.x.max() <= x1 and y0 <= part.y.min() and part.y.max() <= y1
+            assert part.x.min() - x0 <= cell_w and x1 - part.x.max() <= cell_w
+            assert part.y.min() - y0 <= cell_h and y1 - part.y.max() <= cell_h
 
 
 def test_nan_coordinates_are_dropped(scenes, collection):
