@@ -58,37 +58,61 @@ def _window_transform(header: TiffHeader, window: PixelWindow) -> tuple[float, .
     )
 
 
-def _plan_pair(
-    aoi: shapely.Geometry, aoi_crs: str, record_crs: str, sources: list[BandSource], all_touched: bool
-) -> list[_ChipGroup]:
-    """Plan the reads of one (record, AOI) pair; empty when the AOI misses every band's pixels."""
-    local = reproject_geometry(aoi, aoi_crs, record_crs)
-    groups: dict[tuple, list[BandSource]] = {}
-    for source in sources:
-        key = (source.url, id(source.header))
-        groups.setdefault(key, []).append(source)
-    planned = []
-    for members in groups.values():
-        header = members[0].header
-        if header.geo.transform is None:
-            continue
-        window = geometry_window(local, header.geo.transform, header.width, header.height)
-        if window is None:
-            continue
-        transform = _window_transform(header, window)
-        inside = geometry_mask(local, transform, (window.height, window.width), all_touched=all_touched)
-        samples = tuple(m.sample for m in members)
-        planned.append(
-            _ChipGroup(
-                bands=tuple(m.band for m in members),
-                read=plan_window_read(members[0].url, header, window, samples=samples),
-                mask_read=plan_mask_read(members[0].url, header, window),
-                inside=inside,
-                header=header,
-                transform=transform,
+class _PairPlanner:
+    """Plans (record, AOI) pairs of one partition. Records on one grid (the dates of a tile, the bands of
+    a scene) share an AOI's reprojection, window and mask, so each is computed once per AOI and grid."""
+
+    def __init__(self, aois: gpd.GeoSeries, aoi_crs: str, all_touched: bool):
+        self.aois, self.aoi_crs, self.all_touched = aois, aoi_crs, all_touched
+        self._local: dict[tuple[int, str], shapely.Geometry] = {}
+        self._windows: dict[tuple, tuple | None] = {}
+
+    def plan(self, aoi_pos: int, record_crs: str, sources: list[BandSource]) -> list[_ChipGroup]:
+        """The reads of one pair; empty when the AOI misses every band's pixels."""
+        groups: dict[tuple, list[BandSource]] = {}
+        for source in sources:
+            groups.setdefault((source.url, id(source.header)), []).append(source)
+        planned = []
+        for members in groups.values():
+            header = members[0].header
+            if header.geo.transform is None:
+                continue
+            found = self._window(aoi_pos, record_crs, header)
+            if found is None:
+                continue
+            window, transform, inside = found
+            planned.append(
+                _ChipGroup(
+                    bands=tuple(m.band for m in members),
+                    read=plan_window_read(
+                        members[0].url, header, window, samples=tuple(m.sample for m in members)
+                    ),
+                    mask_read=plan_mask_read(members[0].url, header, window),
+                    inside=inside,
+                    header=header,
+                    transform=transform,
+                )
             )
-        )
-    return planned
+        return planned
+
+    def _window(self, aoi_pos: int, record_crs: str, header: TiffHeader) -> tuple | None:
+        """(window, its transform, the AOI's mask there) on a raster grid, or None when they miss."""
+        key = (aoi_pos, record_crs, tuple(header.geo.transform), header.width, header.height)
+        if key not in self._windows:
+            local = self._local.get((aoi_pos, record_crs))
+            if local is None:
+                local = self._local[(aoi_pos, record_crs)] = reproject_geometry(
+                    self.aois.iloc[aoi_pos], self.aoi_crs, record_crs
+                )
+            window = geometry_window(local, header.geo.transform, header.width, header.height)
+            if window is None:
+                self._windows[key] = None
+            else:
+                transform = _window_transform(header, window)
+                shape = (window.height, window.width)
+                inside = geometry_mask(local, transform, shape, all_touched=self.all_touched)
+                self._windows[key] = (window, transform, inside)
+        return self._windows[key]
 
 
 def chips_partition(
@@ -115,11 +139,11 @@ def chips_partition(
         tree.query(footprints, predicate="intersects")[::-1] if len(footprints) else ([], [])
     )
     order = np.lexsort((record_pos, aoi_pos)) if len(aoi_pos) else []
+    planner = _PairPlanner(aois.geometry, own_crs, all_touched)
     pairs, reads = [], []
     for k in order:
         record = records[record_pos[k]]
-        sources = [s for s in record.bands if s is not None]
-        groups = _plan_pair(aois.geometry.iloc[aoi_pos[k]], own_crs, record.crs, sources, all_touched)
+        groups = planner.plan(aoi_pos[k], record.crs, [s for s in record.bands if s is not None])
         if groups:
             pairs.append((aoi_pos[k], record, groups))
             for g in groups:

@@ -150,19 +150,25 @@ def _clip(r0: int, r1: int, c0: int, c1: int, width: int, height: int) -> PixelW
 # -- execution ------------------------------------------------------------------------------------
 
 
-def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, fill):
-    """(values, valid) of one source on the chunk grid."""
+@dataclass(frozen=True)
+class _Part:
+    """One source's pixels on a chunk: ``values`` and ``valid`` cover the chunk's rows ``rows`` and
+    columns ``cols`` (a copied window covers part of the chunk, a warp all of it)."""
+
+    values: np.ndarray
+    valid: np.ndarray
+    rows: slice
+    cols: slice
+
+
+def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, fill) -> _Part:
     data = pixels[source.sample]
     valid = valid_pixels(data, source.nodata, source.read.codec, mask)
     if source.offset is not None:
-        values = np.full(grid.shape, fill, dtype=data.dtype)
-        ok = np.zeros(grid.shape, dtype=bool)
         r, c = source.offset
-        values[r : r + data.shape[0], c : c + data.shape[1]] = data
-        ok[r : r + data.shape[0], c : c + data.shape[1]] = valid
-        return values, ok
+        return _Part(data, valid, slice(r, r + data.shape[0]), slice(c, c + data.shape[1]))
     window = source.read.window
-    return warp_block(
+    values, ok = warp_block(
         source.warp,
         data,
         (window.row_start, window.col_start),
@@ -170,32 +176,39 @@ def _contribution(source: SourceRead, pixels: np.ndarray, mask, grid: Grid, fill
         source_valid=valid,
         fill_value=fill,
     )
+    return _Part(values, ok, slice(0, grid.height), slice(0, grid.width))
 
 
 _REDUCERS = {"min": np.nanmin, "max": np.nanmax, "mean": np.nanmean, "median": np.nanmedian}
 
 
-def fuse(values: list[np.ndarray], valid: list[np.ndarray], how: str, fill, dtype) -> np.ndarray:
-    """Merge the sources of one time step: ``first``/``last`` valid pixel in order, or a reduction over
-    the valid pixels (integer results rounded); pixels no source covers get ``fill``."""
-    out = np.full(values[0].shape, fill, dtype=dtype)
+def fuse_into(out: np.ndarray, parts: list[_Part], how: str) -> None:
+    """Merge the sources of one time step into ``out`` (which holds the fill value): ``first``/``last``
+    valid pixel in order, or a reduction over the valid pixels (integer results rounded); pixels no
+    source covers keep the fill."""
     if how in ("first", "last"):
+        ordered = parts if how == "first" else parts[::-1]
+        if len(ordered) == 1:  # the common case: one record per step, no bookkeeping
+            part = ordered[0]
+            np.copyto(out[part.rows, part.cols], part.values, where=part.valid, casting="unsafe")
+            return
         done = np.zeros(out.shape, dtype=bool)
-        for i in range(len(values)) if how == "first" else reversed(range(len(values))):
-            take = valid[i] & ~done
-            out[take] = values[i][take]
-            done |= take
-        return out
-    ok = np.stack(valid)
-    covered = ok.any(axis=0)
-    masked = np.where(ok, np.stack(values).astype(np.float64), np.nan)
+        for part in ordered:
+            taken = done[part.rows, part.cols]
+            take = part.valid & ~taken
+            np.copyto(out[part.rows, part.cols], part.values, where=take, casting="unsafe")
+            taken |= take
+        return
+    values = np.full((len(parts), *out.shape), np.nan)
+    for k, part in enumerate(parts):
+        np.copyto(values[k, part.rows, part.cols], part.values, where=part.valid, casting="unsafe")
+    covered = ~np.isnan(values).all(axis=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels are the uncovered ones
-        reduced = _REDUCERS[how](masked, axis=0)
-    if np.dtype(dtype).kind in "iu":
+        reduced = _REDUCERS[how](values, axis=0)
+    if out.dtype.kind in "iu":
         reduced = np.round(reduced)
-    out[covered] = reduced[covered].astype(dtype)
-    return out
+    out[covered] = reduced[covered].astype(out.dtype)
 
 
 def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOConfig | None = None) -> tuple:
@@ -206,21 +219,20 @@ def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOC
         if source.mask is not None:
             reads.append(source.mask)
     pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
-    contributions: dict[tuple[int, int], list] = {}
+    parts: dict[tuple[int, int], list[_Part]] = {}
     for source in plan.sources:
         data = next(pixels)
         mask = next(pixels) if source.mask is not None else None
         fill = np.asarray(plan.fills[source.band]).astype(plan.dtypes[source.band])[()]
-        part = _contribution(source, data, mask, plan.grid, fill)
-        contributions.setdefault((source.step, source.band), []).append(part)
+        parts.setdefault((source.step, source.band), []).append(
+            _contribution(source, data, mask, plan.grid, fill)
+        )
     out = []
     for band, dtype in enumerate(plan.dtypes):
         block = np.full((plan.steps, *plan.grid.shape), plan.fills[band], dtype=dtype)
         for step in range(plan.steps):
-            parts = contributions.get((step, band))
-            if parts:
-                values, valid = zip(*parts, strict=True)
-                block[step] = fuse(list(values), list(valid), plan.fuse, plan.fills[band], dtype)
+            if (step, band) in parts:
+                fuse_into(block[step], parts[(step, band)], plan.fuse)
         out.append(block)
     return tuple(out)
 
