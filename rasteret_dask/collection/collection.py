@@ -31,6 +31,7 @@ from ..read.points import (
 )
 from ..read.records import record_sources
 from ..read.stack import check_methods
+from ..read.window import WindowReader, merge_grid
 from . import filters
 from .schema import (
     CRS_COLUMN,
@@ -76,6 +77,7 @@ class Collection:
         self.name, self.description, self.data_source = name, description, data_source
         self.storage_options = dict(storage_options or {})
         self.build_report = None  # set by the build functions
+        self._records = None  # the computed frame, for synchronous window reads
 
     def _derive(self, frame: dask_geopandas.GeoDataFrame) -> Collection:
         return Collection(
@@ -279,6 +281,161 @@ class Collection:
             storage_options=for_graph(self.storage_options),
             config=config,
             errors=errors,
+        )
+
+    def window_records(self, *, record_ids=None, date_range=None) -> gpd.GeoDataFrame:
+        """The records (computed, in memory) in mosaic order: ``record_ids`` order when given, else
+        (datetime, id). The whole table is computed once per Collection and reused."""
+        if self._records is None:
+            self._records = self._frame.compute().sort_values([DATETIME, ID], kind="stable")
+        frame = self._records
+        if date_range is not None:
+            frame = filters.record_predicate(date_range=date_range)(frame)
+        if record_ids is not None:
+            wanted = [str(i) for i in ([record_ids] if isinstance(record_ids, str) else record_ids)]
+            position = pd.Series(range(len(frame)), index=frame[ID].astype(str).to_numpy())
+            missing = [i for i in wanted if i not in position.index]
+            if missing:
+                raise PlanError(f"record id(s) {missing[:5]} are not in this collection (or date_range)")
+            frame = frame.iloc[[int(position[i]) for i in dict.fromkeys(wanted)]]
+        return frame.reset_index(drop=True)
+
+    def read_window(
+        self,
+        *,
+        bounds,
+        res,
+        crs=None,
+        bands,
+        record_ids=None,
+        date_range=None,
+        groupby=None,
+        fuse: str = "first",
+        resampling: str = "nearest",
+        fill_value=None,
+        errors: str = "warn",
+        config: IOConfig | None = None,
+    ) -> np.ndarray:
+        """Read one window on a fixed grid, synchronously (no Dask): ``[C, H, W]``, or ``[T, C, H, W]``
+        with ``groupby``.
+
+        The grid is ``rasterio.merge``'s: ``bounds`` (left, bottom, right, top) in ``crs`` (default: the
+        CRS of the first matching record), ``round((right - left) / res)`` x ``round((top - bottom) /
+        res)`` pixels from the top-left corner. Records on the grid's lattice are copied; others are
+        resampled with ``resampling`` (the kernels of :meth:`get_xarray`). Records are mosaicked first
+        valid pixel first in (datetime, id) order, or in ``record_ids`` order when given (``fuse``
+        chooses another rule); pixels nothing covers get ``fill_value`` (default each band's nodata,
+        else 0). Bands of different dtypes are promoted to a common one.
+
+        One plan, one merged fetch per file, all files concurrently, tiles decoded in a thread pool.
+
+        Parameters
+        ----------
+        res
+            Pixel size in ``crs`` units: a number or ``(xres, yres)``.
+        record_ids, date_range
+            Restrict (and with ``record_ids``, order) the records used.
+        groupby
+            None (one mosaic), "time", "solar_day", "id", a column name or a callable: one step per group,
+            as in :meth:`get_xarray`.
+
+        Raises
+        ------
+        PlanError
+            Bad bounds or res, an unknown band or record id, or no record overlapping the window.
+        """
+        bands = self._check_bands(bands)
+        frame = self.window_records(record_ids=record_ids, date_range=date_range)
+        if frame.empty:
+            raise PlanError("no record of the collection matches record_ids/date_range")
+        reader = WindowReader(
+            frame,
+            bands,
+            resampling=resampling,
+            fuse=fuse,
+            fill_value=fill_value,
+            storage_options=self.storage_options,
+            config=config,
+            errors=errors,
+        )
+        grid = merge_grid(bounds, res, crs or reader.first_crs)
+        if not len(reader.overlapping(grid)):
+            raise PlanError(f"no record overlaps the window {tuple(bounds)} in {grid.crs}")
+        return reader.read([grid], groupby)[0]
+
+    def to_torchgeo_dataset(
+        self,
+        *,
+        bands,
+        res=None,
+        crs=None,
+        time_series: bool = False,
+        groupby="solar_day",
+        label_band: str | None = None,
+        transforms=None,
+        resampling: str = "nearest",
+        fill_value=None,
+    ):
+        """The collection as a ``torchgeo.datasets.GeoDataset``, for torchgeo's samplers and a DataLoader.
+
+        Needs the ``torchgeo`` extra (``pip install rasteret_dask[torchgeo]``). Its ``index`` holds each
+        record's raster bounds in ``crs`` by the record's datetime (tz-naive UTC, as an instant; with
+        ``time_series`` every entry spans the collection's whole time range). A query ``(slice(xmin,
+        xmax, xres), slice(ymin, ymax, yres), slice(tmin, tmax))`` is read as :meth:`read_window` reads
+        ``bounds=(xmin, ymin, xmax, ymax), res=(xres, yres)`` from the records whose datetime lies in
+        ``[tmin, tmax]``; a batch of queries (the DataLoader's ``__getitems__``) is fetched in one go.
+        Samples are torchgeo's dicts: ``image`` (float32 ``[C, H, W]``, ``[T, C, H, W]`` with
+        ``time_series`` plus ``time``, each step's POSIX seconds), ``mask`` (int64 ``[H, W]``, with
+        ``label_band``), ``crs`` and ``bounds``. The differences from torchgeo's ``RasterDataset`` are
+        listed in :mod:`rasteret_dask.read.torchgeo`.
+
+        Parameters
+        ----------
+        bands
+            Bands of the image, in order (``label_band``, if among them, goes to ``mask`` instead).
+        res
+            Default pixel size of a query in ``crs`` units, a number or ``(xres, yres)``; default the
+            finest native one among the bands of the records in ``crs`` (a PlanError when none is
+            there: give ``res`` then).
+        crs
+            The dataset CRS (anything ``pyproj.CRS.from_user_input`` takes); default the first record's
+            in (datetime, id) order.
+        time_series, groupby
+            One step per ``groupby`` group ("solar_day", "time", "id", a column or a callable, as in
+            :meth:`get_xarray`) instead of one mosaic. Steps vary with the window: batch with
+            ``torchgeo.datasets.utils.pad_across_batches`` when they may differ.
+        label_band
+            A band holding labels, returned as ``mask`` (the first valid label over time).
+        transforms
+            A callable applied to each sample dict (as torchgeo's datasets apply theirs).
+        resampling, fill_value
+            As in :meth:`read_window`.
+
+        Raises
+        ------
+        PlanError
+            An unknown band, a ``res`` that is not positive, or no ``res`` with no record in ``crs``.
+        ImportError
+            torch or torchgeo is not installed.
+        """
+        from ..read.torchgeo import CollectionGeoDataset  # torch and torchgeo are optional
+
+        bands = self._check_bands(bands)
+        if label_band is not None:
+            self._check_bands([label_band])
+            bands = [*bands, label_band] if label_band not in bands else bands
+        return CollectionGeoDataset(
+            self.window_records(),
+            bands,
+            res=res,
+            crs=crs,
+            time_series=time_series,
+            groupby=groupby,
+            label_band=label_band,
+            transforms=transforms,
+            resampling=resampling,
+            fill_value=fill_value,
+            storage_options=self.storage_options,
         )
 
     def get_numpy(

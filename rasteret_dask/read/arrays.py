@@ -31,8 +31,7 @@ from ..io.config import IOConfig
 from ..io.ranges import coalesce
 from .grids import bounds_in, pixel_offset, raster_outline
 from .records import RecordSource
-from .stack import ChunkPlan, SourcePlanner, read_chunk
-from .validity import band_fill
+from .stack import ChunkPlan, SourcePlanner, band_types, read_chunk
 
 
 @dataclass(frozen=True)
@@ -292,14 +291,7 @@ def build_stack(
     y_chunk, x_chunk = int(chunks.get("y", size)), int(chunks.get("x", size))
     if min(t_chunk, y_chunk, x_chunk) < 1:
         raise PlanError(f"chunk sizes must be positive, got {chunks}")
-    headers = [
-        next((s.header for r in records if (s := r.bands[b]) is not None), None) for b in range(len(bands))
-    ]
-    if any(h is None for h in headers):
-        missing = [b for b, h in zip(bands, headers, strict=True) if h is None]
-        raise PlanError(f"no selected record has a header for band(s) {missing}")
-    dtypes = tuple(h.dtype for h in headers)
-    fills = tuple(band_fill(h, fill_value).item() for h in headers)
+    dtypes, fills = band_types(records, bands, fill_value)
     y_phase, x_phase = _tile_phase(records, grid, size)
     y_edges = _chunk_edges(grid.height, y_chunk, y_phase if "y" not in chunks else 0)
     x_edges = _chunk_edges(grid.width, x_chunk, x_phase if "x" not in chunks else 0)

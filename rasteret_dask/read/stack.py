@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,8 @@ from ..geo.warp import (
 from ..geo.windows import PixelWindow
 from ..io.config import IOConfig
 from .grids import pixel_offset
-from .records import BandSource
-from .validity import valid_pixels
+from .records import BandSource, RecordSource
+from .validity import band_fill, valid_pixels
 
 FUSE_METHODS = ("first", "last", "min", "max", "mean", "median")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average", "mode", "min", "max")
@@ -65,6 +66,19 @@ class ChunkPlan:
     sources: tuple[SourceRead, ...]
     fuse: str
     method: str
+
+
+def band_types(
+    records: Sequence[RecordSource], bands: Sequence[str], fill_value=None
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """The output dtype and fill value of each band: those of the first record with a header for it."""
+    headers = [
+        next((s.header for r in records if (s := r.bands[b]) is not None), None) for b in range(len(bands))
+    ]
+    if any(h is None for h in headers):
+        missing = [b for b, h in zip(bands, headers, strict=True) if h is None]
+        raise PlanError(f"no selected record has a header for band(s) {missing}")
+    return tuple(h.dtype for h in headers), tuple(band_fill(h, fill_value).item() for h in headers)
 
 
 class SourcePlanner:
@@ -211,14 +225,16 @@ def fuse_into(out: np.ndarray, parts: list[_Part], how: str) -> None:
     out[covered] = reduced[covered].astype(out.dtype)
 
 
-def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOConfig | None = None) -> tuple:
-    """Execute a chunk plan: one ``(steps, rows, cols)`` array per band, in the bands' own dtypes."""
+def _chunk_reads(plan: ChunkPlan) -> list[WindowRead]:
     reads = []
     for source in plan.sources:
         reads.append(source.read)
         if source.mask is not None:
             reads.append(source.mask)
-    pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
+    return reads
+
+
+def _assemble_chunk(plan: ChunkPlan, pixels: Iterator[np.ndarray]) -> tuple:
     parts: dict[tuple[int, int], list[_Part]] = {}
     for source in plan.sources:
         data = next(pixels)
@@ -235,6 +251,21 @@ def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOC
                 fuse_into(block[step], parts[(step, band)], plan.fuse)
         out.append(block)
     return tuple(out)
+
+
+def read_chunks(
+    plans: Sequence[ChunkPlan], storage_options: dict | None = None, config: IOConfig | None = None
+) -> list[tuple]:
+    """Execute chunk plans together: every tile they need fetched and decoded once (a tile two plans
+    share too), then each plan's ``(steps, rows, cols)`` array per band, in the bands' own dtypes."""
+    reads = [read for plan in plans for read in _chunk_reads(plan)]
+    pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
+    return [_assemble_chunk(plan, pixels) for plan in plans]
+
+
+def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOConfig | None = None) -> tuple:
+    """Execute one chunk plan (a Dask task): one ``(steps, rows, cols)`` array per band."""
+    return read_chunks([plan], storage_options, config)[0]
 
 
 def check_methods(resampling: str, fuse: str) -> None:
