@@ -361,8 +361,17 @@ def _decode_mask(body, codec: TileCodec, rows: int | None) -> np.ndarray:
 
 
 def _assemble(read: WindowRead, decoded: dict) -> np.ndarray:
-    out = np.empty(read.shape, dtype=np.dtype(read.codec.dtype))
     win, codec = read.window, read.codec
+    if len(read.tiles) == 1 and not read.tiles[0].sparse and not read.planar:
+        # A window within one tile: a view of the decoded tile, no copy (reads sharing a tile may share
+        # its buffer, so callers treat results as read-only).
+        tile = read.tiles[0]
+        in_r, in_c, _, _ = tile_overlap(
+            win, tile.tile_row, tile.tile_col, codec.tile_height, codec.tile_width
+        )
+        chosen = slice(None) if read.samples == range(codec.samples) else np.asarray(read.samples)
+        return np.moveaxis(decoded[_tile_key(read, tile)][in_r, in_c][:, :, chosen], 2, 0)
+    out = np.empty(read.shape, dtype=np.dtype(read.codec.dtype))
     if read.planar:
         position = {s: i for i, s in enumerate(read.samples)}
     else:  # one plane: pick the samples out of each decoded tile, all at once

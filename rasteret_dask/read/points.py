@@ -157,31 +157,27 @@ class _Samples:
         }
 
 
-def _sample_record(
-    record: RecordSource,
-    r: int,
-    idx: np.ndarray,
-    xs: np.ndarray,
-    ys: np.ndarray,
-    spec: SampleSpec,
-    out: _Samples,
-) -> None:
-    """Sample every band of one record at points ``idx`` (coordinates already in the record's CRS)."""
-    k = spec.max_distance_pixels
-    plans: list[
-        tuple[
-            int,
-            np.ndarray,
-            np.ndarray,
-            np.ndarray,
-            np.ndarray,
-            np.ndarray,
-            WindowRead,
-            WindowRead | None,
-            object,
-        ]
-    ] = []
-    reads: list[WindowRead] = []
+@dataclass(frozen=True)
+class _TilePlan:
+    """The points of one record-band that fall in one tile (the tile plus ``k`` pixels around it)."""
+
+    record: int
+    band: int
+    points: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    frac_r: np.ndarray
+    frac_c: np.ndarray
+    read: WindowRead
+    mask: WindowRead | None
+    nodata: float | None
+
+
+def _plan_record(
+    record: RecordSource, r: int, idx: np.ndarray, xs: np.ndarray, ys: np.ndarray, k: int
+) -> list[_TilePlan]:
+    """Plan the reads of every band of one record at points ``idx`` (coordinates in the record's CRS)."""
+    plans = []
     for b, source in enumerate(record.bands):
         if source is None or source.header.geo.transform is None:
             continue
@@ -196,66 +192,113 @@ def _sample_record(
         points, frac_r, frac_c = idx[inside], frac_r[inside], frac_c[inside]
         th, tw = header.levels[0].tile_height, header.levels[0].tile_width
         tile_key = (rows // th) * (header.levels[0].tiles_across + 1) + cols // tw
-        for key in np.unique(tile_key):
-            sel = tile_key == key
-            tr, tc = int(rows[sel][0] // th), int(cols[sel][0] // tw)
+        order = np.argsort(tile_key, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(tile_key[order]) != 0])
+        for sel in np.split(order, starts[1:]):
+            tr, tc = int(rows[sel[0]] // th), int(cols[sel[0]] // tw)
             window = PixelWindow(
                 max(tr * th - k, 0),
                 min((tr + 1) * th + k, header.height),
                 max(tc * tw - k, 0),
                 min((tc + 1) * tw + k, header.width),
             )
-            read = plan_window_read(source.url, header, window, samples=(source.sample,))
-            mask = plan_mask_read(source.url, header, window)
-            plans.append((b, points[sel], rows[sel], cols[sel], frac_r[sel], frac_c[sel], read, mask, header))
-            reads.append(read)
-            if mask is not None:
-                reads.append(mask)
-    if not reads:
-        return
-    pixels = iter(read_windows(reads, storage_options=spec.storage_options, config=spec.config))
-    offsets = ring_offsets(k) if k else None
-    for b, points, rows, cols, frac_r, frac_c, read, mask_read, header in plans:
-        data = next(pixels)[0]
-        mask = next(pixels) if mask_read is not None else None
-        valid = valid_pixels(data, header.nodata, read.codec, mask)
-        sparse = np.zeros(data.shape, dtype=bool)
-        th, tw = read.codec.tile_height, read.codec.tile_width
-        for tile in read.tiles:
-            if tile.sparse:
-                sparse[
-                    max(tile.tile_row * th - read.window.row_start, 0) : (tile.tile_row + 1) * th
-                    - read.window.row_start,
-                    max(tile.tile_col * tw - read.window.col_start, 0) : (tile.tile_col + 1) * tw
-                    - read.window.col_start,
-                ] = True
-        valid = valid & ~sparse
-        wr, wc = rows - read.window.row_start, cols - read.window.col_start
-        value, ok = data[wr, wc], valid[wr, wc]
-        used_r, used_c = rows.copy(), cols.copy()
-        if k and (~ok).any():
-            bad = np.flatnonzero(~ok)
-            nr = wr[bad, None] + offsets[None, :, 0]
-            nc = wc[bad, None] + offsets[None, :, 1]
-            within = (nr >= 0) & (nr < data.shape[0]) & (nc >= 0) & (nc < data.shape[1])
-            cand = np.zeros(nr.shape, dtype=bool)
-            cand[within] = valid[nr[within], nc[within]]
-            best = nearest_valid(frac_r[bad], frac_c[bad], rows[bad], cols[bad], cand, offsets)
-            found = best >= 0
-            pick = bad[found]
-            br, bc = nr[found, best[found]], nc[found, best[found]]
-            value[pick], ok[pick] = data[br, bc], True
-            used_r[pick], used_c[pick] = br + read.window.row_start, bc + read.window.col_start
-        out.add(
-            points,
-            np.full(len(points), r),
-            np.full(len(points), b),
-            value.astype(np.float64),
-            _to_bits(value, spec.dtypes[b]),
-            ok,
-            used_r,
-            used_c,
+            plans.append(
+                _TilePlan(
+                    r,
+                    b,
+                    points[sel],
+                    rows[sel],
+                    cols[sel],
+                    frac_r[sel],
+                    frac_c[sel],
+                    plan_window_read(source.url, header, window, samples=(source.sample,)),
+                    plan_mask_read(source.url, header, window),
+                    header.nodata,
+                )
+            )
+    return plans
+
+
+def _sparse_at(read: WindowRead, wr: np.ndarray, wc: np.ndarray) -> np.ndarray:
+    """Whether each window pixel ``(wr, wc)`` lies in a sparse (never written) tile."""
+    th, tw = read.codec.tile_height, read.codec.tile_width
+    sparse = {(t.tile_row, t.tile_col) for t in read.tiles if t.sparse}
+    if not sparse:
+        return np.zeros(wr.shape, dtype=bool)
+    tile_rows, tile_cols = (wr + read.window.row_start) // th, (wc + read.window.col_start) // tw
+    return np.array(
+        [(a, b) in sparse for a, b in zip(tile_rows.ravel(), tile_cols.ravel(), strict=True)]
+    ).reshape(wr.shape)
+
+
+def _valid_at(plan: _TilePlan, data: np.ndarray, mask, wr: np.ndarray, wc: np.ndarray) -> np.ndarray:
+    """GDAL's mask band at window pixels ``(wr, wc)`` only (not over the whole tile)."""
+    at_mask = None if mask is None else mask[:, wr, wc]
+    return valid_pixels(data[wr, wc], plan.nodata, plan.read.codec, at_mask) & ~_sparse_at(plan.read, wr, wc)
+
+
+def _sample_tile(plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out: _Samples) -> None:
+    """Sample one tile's points (nearest valid pixel within ``k`` where the pixel is invalid)."""
+    k = spec.max_distance_pixels
+    wr, wc = plan.rows - plan.read.window.row_start, plan.cols - plan.read.window.col_start
+    value, ok = data[wr, wc], _valid_at(plan, data, mask, wr, wc)
+    used_r, used_c = plan.rows.copy(), plan.cols.copy()
+    if k and (~ok).any():
+        offsets = ring_offsets(k)
+        bad = np.flatnonzero(~ok)
+        nr = wr[bad, None] + offsets[None, :, 0]
+        nc = wc[bad, None] + offsets[None, :, 1]
+        within = (nr >= 0) & (nr < data.shape[0]) & (nc >= 0) & (nc < data.shape[1])
+        cand = np.zeros(nr.shape, dtype=bool)
+        cand[within] = _valid_at(plan, data, mask, nr[within], nc[within])
+        best = nearest_valid(
+            plan.frac_r[bad], plan.frac_c[bad], plan.rows[bad], plan.cols[bad], cand, offsets
         )
+        found = best >= 0
+        pick = bad[found]
+        br, bc = nr[found, best[found]], nc[found, best[found]]
+        value[pick], ok[pick] = data[br, bc], True
+        used_r[pick], used_c[pick] = br + plan.read.window.row_start, bc + plan.read.window.col_start
+    n = len(plan.points)
+    out.add(
+        plan.points,
+        np.full(n, plan.record),
+        np.full(n, plan.band),
+        value.astype(np.float64),
+        _to_bits(value, spec.dtypes[plan.band]),
+        ok,
+        used_r,
+        used_c,
+    )
+
+
+# Decoded pixels held at once by one sampling task: plans are read in batches of about this many bytes
+# (each batch in one go: tiles once, files concurrently), so memory stays bounded however many records
+# and tiles a partition of points touches.
+BATCH_BYTES = 256 * 1024 * 1024
+
+
+def _batches(plans: list[_TilePlan]) -> list[list[_TilePlan]]:
+    out, batch, size = [], [], 0
+    for plan in plans:
+        cost = int(np.prod(plan.read.shape)) * np.dtype(plan.read.codec.dtype).itemsize
+        if batch and size + cost > BATCH_BYTES:
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(plan)
+        size += cost
+    return [*out, batch] if batch else out
+
+
+def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: _Samples) -> None:
+    """Fetch the planned tiles batch by batch and sample them."""
+    for batch in _batches(plans):
+        reads = [read for plan in batch for read in (plan.read, plan.mask) if read is not None]
+        pixels = iter(read_windows(reads, storage_options=spec.storage_options, config=spec.config))
+        for plan in batch:
+            data = next(pixels)[0]
+            mask = next(pixels) if plan.mask is not None else None
+            _sample_tile(plan, data, mask, spec, out)
 
 
 def _padded(box, share: float = 0.01) -> tuple[float, float, float, float]:
@@ -315,10 +358,12 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
         tree = shapely.STRtree([None if b is None else shapely.box(*b) for b in boxes])
         # A coarse match only: whether a point lies in a record's raster is decided in its CRS below.
         point_idx, record_idx = tree.query(shapely.points(lon, lat), predicate="intersects")
+        plans = []
         for r in np.unique(record_idx):
             idx = point_idx[record_idx == r]
             rx, ry = _to_crs(xs[idx], ys[idx], spec.point_crs, records[r].crs)
-            _sample_record(records[r], int(r), idx, rx, ry, spec, samples)
+            plans += _plan_record(records[r], int(r), idx, rx, ry, spec.max_distance_pixels)
+        _sample_plans(plans, spec, samples)
     return _assemble(points, records, samples.arrays(), spec)
 
 
@@ -341,6 +386,18 @@ def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
             values.astype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32), missing
         )
     return pd.arrays.IntegerArray(values.astype(dtype), missing)
+
+
+def _unique_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True)`` for non-negative keys below ``bound``: by marking a dense
+    table when it is not much larger than the keys (linear time, no sort), else by sorting."""
+    if bound > 4 * len(key) + 1_000_000:
+        return np.unique(key, return_inverse=True)
+    seen = np.zeros(bound, dtype=bool)
+    seen[key] = True
+    unique = np.flatnonzero(seen)
+    position = np.cumsum(seen, dtype=np.int64) - 1
+    return unique, position[key]
 
 
 def _assemble(
@@ -369,7 +426,7 @@ def _assemble(
         if spec.match == "latest"
         else arrays["point"].astype(np.int64) * max(len(records), 1) + arrays["record"].astype(np.int64)
     )
-    unique, inverse = np.unique(key, return_inverse=True)
+    unique, inverse = _unique_keys(key, len(points) * max(len(records), 1))
     n = len(unique)
     first = np.zeros(n, dtype=np.int64)
     first[inverse[::-1]] = np.arange(len(key))[::-1]
