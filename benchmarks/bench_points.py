@@ -53,7 +53,7 @@ from .harness import (
     run_fresh,
     spread,
 )
-from .rasteret_runner import checksum
+from .rasteret_runner import checksum, rasteret_python_or_reason, run_rasteret
 
 NAME = "points"
 ORDER = 40
@@ -104,17 +104,6 @@ def tools(rasteret_python: str | None) -> list[str]:
 
 
 # -------------------------------------------------------------------------------------------- parent
-
-
-def _rasteret_python(log) -> tuple[str | None, str]:
-    """The Rasteret venv's python, or None and why not."""
-    from tests.compat.rasteret_env import RasteretUnavailable, rasteret_python
-
-    try:
-        return str(rasteret_python()), ""
-    except RasteretUnavailable as exc:
-        log(f"points: Rasteret unavailable: {exc}")
-        return None, str(exc).splitlines()[0]
 
 
 def make_points(ds, n: int, root: Path) -> Path:
@@ -234,7 +223,7 @@ def run(opts: Options) -> list[Row]:
     n_compare = comparison_points(opts)
     sizes = scaling_sizes(opts)
     point_files = {n: make_points(ds, n, root) for n in sorted({n_compare, *sizes})}
-    rasteret_python, why_not = _rasteret_python(opts.log)
+    rasteret_python, why_not = rasteret_python_or_reason(lambda m: opts.log("points: " + m))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="rdbench-points-") as tmp, serve_directory(ds.root) as server:
         collection = Path(tmp) / "collection"
@@ -625,11 +614,6 @@ def _measure_rasterio(params: dict) -> dict:
 
 
 def _measure_rasteret(params: dict) -> dict:
-    import json
-    import subprocess
-
-    from tests.compat.rasteret_env import _clean_env
-
     job = {
         "command": "sample_points",
         "collection": params["collection"],
@@ -638,18 +622,4 @@ def _measure_rasteret(params: dict) -> dict:
         "scene_ids": params["scene_ids"],
         "allow_http": True,
     }
-    runner = Path(__file__).resolve().with_name("rasteret_runner.py")
-    done = subprocess.run(
-        [params["rasteret_python"], str(runner)],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        cwd=str(runner.parent),
-        timeout=3600,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"the Rasteret runner exited with {done.returncode}:\n{tail}")
-    return json.loads(lines[-1])
+    return run_rasteret(params["rasteret_python"], job)

@@ -169,3 +169,34 @@ def test_reads_benchmark_measured(smoke_run):
         floor = by_tool[bench_reads.TOOLS[case]["floor"]]
         assert floor > 0
         assert floor <= by_tool[bench_reads.TOOLS[case]["ours_numpy"]] <= floor * 1.01
+
+
+def test_ml_benchmark_measured(smoke_run):
+    from benchmarks import bench_ml
+    from benchmarks.harness import Options
+    from tests.compat import rasteret_env
+
+    _, rows, _ = smoke_run
+    found = _by_benchmark(rows, "ml")  # no failure, and no CHECK row: every tool read the same pixels
+    try:
+        python = str(rasteret_env.rasteret_python())
+    except rasteret_env.RasteretUnavailable:
+        python = None
+    assert {r["case"].split(", ")[-1] for r in found} == {"cold (batch 1)", "warm (batch 2)"}
+    for mode in bench_ml.MODES:
+        expected = {bench_ml.TOOLS[t] for t in bench_ml.tools(mode, Options(scale="smoke"), python)}
+        for phase in ("cold", "warm"):
+            single = mode == "single"
+            case = [
+                r for r in found if ("one date each" in r["case"]) == single and f", {phase} (" in r["case"]
+            ]
+            assert {r["tool"] for r in case if "batches/s" in r["rate"]} == expected
+            assert all(r["requests"] and r["bytes"] for r in case if r["rate"])
+            if python is None:
+                assert [r for r in case if r["time"].startswith("not run")]
+            ours = [r for r in case if r["tool"].startswith("rasteret_dask")]
+            assert ours and all("floor's time" in r["ratio"] and r["target"] for r in ours)
+            # A batch's tiles are fetched once, tiles shared by its samples too: the floor's bytes.
+            by_tool = {r["tool"]: _megabytes(r["bytes"].split(" / ")[0]) for r in case if r["rate"]}
+            floor = by_tool[bench_ml.TOOLS["floor"]]
+            assert 0 < floor <= by_tool[bench_ml.TOOLS["ours"]] <= floor * 1.01
