@@ -273,21 +273,27 @@ def _status_error(status: int, reason: str | None, retry_after: float | None = N
     return StoreError(status, retryable, _REASONS.get(status) or reason or "HTTP error", retry_after)
 
 
+async def _read_stream(stream, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a body stream: ``read(n)`` returns what has arrived, possibly fewer."""
+    chunks, got = [], 0
+    while got < limit:
+        chunk = await stream.read(limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 async def _read_at_most(resp, limit: int) -> bytes:
     """Read a body but never more than ``limit`` bytes (a server may send more than it was asked)."""
     length = resp.content_length
     if length is not None and length <= limit:
         return await resp.read()  # raises ClientPayloadError when fewer bytes than announced arrive
-    chunks, got = [], 0
-    while got < limit:
-        chunk = await resp.content.read(limit - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
+    body = await _read_stream(resp.content, limit)
     if not resp.content.at_eof():
         resp.close()  # unread bytes left: this connection cannot be reused
-    return b"".join(chunks)
+    return body
 
 
 async def _interpret(resp, start: int, stop: int) -> tuple[bytes, FileIdentity]:
@@ -457,7 +463,7 @@ class S3Store:
             resp = await self.fs._call_s3("get_object", **kwargs)
             stream = resp["Body"]
             try:
-                body = await stream.read(stop - start)
+                body = await _read_stream(stream, stop - start)
             finally:
                 stream.close()
         except asyncio.CancelledError:

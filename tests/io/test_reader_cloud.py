@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from rasteret_dask.errors import RangeRequestError, RemoteFileChangedError
-from rasteret_dask.io import FileIdentity, RangeRequest, read_many, read_prefix, read_ranges
+from rasteret_dask.io import FileIdentity, IOConfig, RangeRequest, read_many, read_prefix, read_ranges
 from rasteret_dask.io.loop import run_sync
 from rasteret_dask.io.reader import read_info_async
 from rasteret_dask.io.stores import _http_date
@@ -37,6 +37,16 @@ def test_s3_reads_exact_bytes(s3_server, data, io_stats):
     bodies = read_many([RangeRequest(url, [(0, 5)]), RangeRequest(url, [(50, 60)])], storage_options=options)
     assert [_bytes(b) for b in bodies] == [[data[:5]], [data[50:60]]]
     assert io_stats.snapshot().requests == 2
+
+
+def test_s3_large_ranges_arrive_whole(s3_server):
+    """A body arrives in pieces (the stream's read(n) returns what has come so far): every byte is read."""
+    data = os.urandom(6_000_000)
+    url = s3_server.put("io-bytes", "dir/large.tif", data)
+    ranges = [(0, 3_000_000), (3_500_000, 6_000_000)]
+    config = IOConfig(max_gap=0)
+    bodies = read_ranges(url, ranges, storage_options=s3_server.storage_options, config=config)
+    assert _bytes(bodies) == [data[a:b] for a, b in ranges]
 
 
 def test_s3_prefix_identity_matches_head_object(s3_server, data):
