@@ -8,10 +8,7 @@ nodata edges and holes, generated per test.
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +39,7 @@ from rasteret_dask.geo.warp import (
     transformer,
     warp,
 )
+from tests.gdal_api import gdal_version, gdal_warp
 
 UTM33 = "EPSG:32633"
 SRC_TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 4500000.0)
@@ -538,52 +536,13 @@ def test_nodata_comparison_is_gdals(dtype, nodata):
 
 
 class GdalWarp:
-    """``gdalwarp`` of the GDAL that rasterio bundles, called through ``GDALWarp()``."""
+    """``gdalwarp`` of the GDAL that rasterio runs on, called through ``GDALWarp()``."""
 
-    def __init__(self):
-        libs = sorted(glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + ".libs", "libgdal*.so*")))
-        if not libs:
-            pytest.fail("rasterio's bundled libgdal was not found (rasterio must be installed from a wheel)")
-        lib = ctypes.CDLL(libs[0])
-        lib.GDALVersionInfo.restype = ctypes.c_char_p
-        lib.GDALVersionInfo.argtypes = [ctypes.c_char_p]
-        lib.GDALOpen.restype = ctypes.c_void_p
-        lib.GDALOpen.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        lib.GDALClose.argtypes = [ctypes.c_void_p]
-        lib.GDALWarpAppOptionsNew.restype = ctypes.c_void_p
-        lib.GDALWarpAppOptionsNew.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p]
-        lib.GDALWarpAppOptionsFree.argtypes = [ctypes.c_void_p]
-        lib.GDALWarp.restype = ctypes.c_void_p
-        lib.GDALWarp.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_void_p,
-            ctypes.c_int,
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.c_void_p,
-            ctypes.POINTER(ctypes.c_int),
-        ]
-        lib.GDALAllRegister()
-        self.lib = lib
-        self.version = lib.GDALVersionInfo(b"RELEASE_NAME").decode()
+    version = property(lambda self: gdal_version())
 
     def __call__(self, src_path, dst_path, args):
         """Run gdalwarp; return the output's first band, grid and nodata."""
-        lib = self.lib
-        argv = (ctypes.c_char_p * (len(args) + 1))(*[a.encode() for a in args], None)
-        options = lib.GDALWarpAppOptionsNew(argv, None)
-        assert options, args
-        src = lib.GDALOpen(str(src_path).encode(), 0)
-        assert src, src_path
-        try:
-            error = ctypes.c_int(0)
-            out = lib.GDALWarp(
-                str(dst_path).encode(), None, 1, (ctypes.c_void_p * 1)(src), options, ctypes.byref(error)
-            )
-            assert out and not error.value, args
-            lib.GDALClose(out)
-        finally:
-            lib.GDALClose(src)
-            lib.GDALWarpAppOptionsFree(options)
+        gdal_warp(src_path, dst_path, args)
         with rasterio.open(dst_path) as ds:
             grid = Grid(ds.crs.to_string(), tuple(ds.transform)[:6], ds.width, ds.height)
             return ds.read(1), grid, ds.nodata

@@ -9,7 +9,6 @@ is ``rasterio.warp.reproject`` of the whole record onto the whole grid (DESIGN.m
 
 from __future__ import annotations
 
-import ctypes
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from rasterio.enums import Resampling
 
 import rasteret_dask as rd
 from rasteret_dask.geo.grid import Grid
+from tests.gdal_api import gdal_warp
 
 WGS84, UTM32, UTM33 = "EPSG:4326", "EPSG:32632", "EPSG:32633"
 CENTRE = (11.98, 48.31)  # lon, lat: 15 km west of the zone boundary at 12° E
@@ -255,41 +255,6 @@ def reproject_file(path: Path, grid: Grid, method: str, fill, *, level: int | No
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _libgdal() -> ctypes.CDLL:
-    """The GDAL library rasterio itself runs on (found among this process's mapped files)."""
-    import rasterio._base  # noqa: F401  (loads libgdal)
-
-    maps = Path("/proc/self/maps").read_text().splitlines()
-    paths = sorted({line.split()[-1] for line in maps if "libgdal" in line.split()[-1]})
-    if not paths:
-        raise RuntimeError("cannot find the GDAL library rasterio loaded (is this Linux?)")
-    lib = ctypes.CDLL(paths[0])
-    lib.GDALWarpAppOptionsNew.restype = ctypes.c_void_p
-    lib.GDALWarpAppOptionsNew.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p]
-    lib.GDALWarpAppOptionsFree.argtypes = [ctypes.c_void_p]
-    lib.GDALOpen.restype = ctypes.c_void_p
-    lib.GDALOpen.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    lib.GDALClose.argtypes = [ctypes.c_void_p]
-    lib.GDALWarp.restype = ctypes.c_void_p
-    lib.GDALWarp.argtypes = [
-        ctypes.c_char_p,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.POINTER(ctypes.c_void_p),
-        ctypes.c_void_p,
-        ctypes.POINTER(ctypes.c_int),
-    ]
-    lib.GDALVersionInfo.restype = ctypes.c_char_p
-    lib.GDALVersionInfo.argtypes = [ctypes.c_char_p]
-    return lib
-
-
-def gdal_version() -> str:
-    """The release of the GDAL library rasterio runs on."""
-    return _libgdal().GDALVersionInfo(b"RELEASE_NAME").decode()
-
-
 def gdalwarp_file(path: Path, grid: Grid, method: str, fill, workdir: Path) -> np.ndarray:
     """``gdalwarp`` of the file onto ``grid``, run by the GDAL that rasterio uses (its ``GDALWarp`` C API, the
     ``gdalwarp`` program's body): unlike ``reproject``, it picks the overview level to read itself
@@ -313,22 +278,7 @@ def gdalwarp_file(path: Path, grid: Grid, method: str, fill, workdir: Path) -> n
         "-dstnodata",
         str(fill),
     ]
-    lib = _libgdal()
-    with rasterio.Env():
-        argv = (ctypes.c_char_p * (len(args) + 1))(*[a.encode() for a in args], None)
-        options = lib.GDALWarpAppOptionsNew(argv, None)
-        source = lib.GDALOpen(str(path).encode(), 0)
-        error = ctypes.c_int(0)
-        try:
-            result = lib.GDALWarp(
-                str(out).encode(), None, 1, (ctypes.c_void_p * 1)(source), options, ctypes.byref(error)
-            )
-            if not result:
-                raise RuntimeError(f"GDALWarp failed on {path} (usage error {error.value})")
-            lib.GDALClose(result)
-        finally:
-            lib.GDALClose(source)
-            lib.GDALWarpAppOptionsFree(options)
+    gdal_warp(path, out, args)
     with rasterio.open(out) as ds:
         return ds.read(1)
 

@@ -22,6 +22,7 @@ from dask._task_spec import Task
 
 import rasteret_dask as rd
 from rasteret_dask.read.arrays import StackGraph
+from tests.gdal_api import gdal_version
 
 from .stack_data import (
     UTM32,
@@ -30,7 +31,6 @@ from .stack_data import (
     agreement,
     build,
     dataset_grid,
-    gdal_version,
     gdalwarp_file,
     make_masked_scene,
     make_scenes,
