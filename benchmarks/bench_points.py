@@ -399,6 +399,17 @@ def _cube_check(params: dict, pid, scene, band, value) -> list[int]:
     return checksum(pid, scene, band, value, params["n"], len(params["scene_ids"]), len(params["bands"]))
 
 
+def _results_check(params: dict, pid_all: np.ndarray, results: list[tuple]) -> list[int]:
+    """The cube check of per-(file, band) results ``(point rows, scene, band, values)``."""
+    return _cube_check(
+        params,
+        np.concatenate([pid_all[w] for w, _, _, _ in results]),
+        np.concatenate([np.full(len(w), s) for w, s, _, _ in results]),
+        np.concatenate([np.full(len(w), b) for w, _, b, _ in results]),
+        np.concatenate([v for _, _, _, v in results]),
+    )
+
+
 def _measure_ours(params: dict) -> dict:
     import dask
     import pandas as pd
@@ -561,13 +572,7 @@ def _measure_floor(params: dict) -> dict:
     results = asyncio.run(main())
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     pool.shutdown()
-    check = _cube_check(
-        params,
-        np.concatenate([pid_all[w] for w, _, _, _ in results]),
-        np.concatenate([np.full(len(w), s) for w, s, _, _ in results]),
-        np.concatenate([np.full(len(w), b) for w, _, b, _ in results]),
-        np.concatenate([v for _, _, _, v in results]),
-    )
+    check = _results_check(params, pid_all, results)
     return {"seconds": seconds, "cpu_seconds": cpu, "check": check}
 
 
@@ -603,13 +608,7 @@ def _measure_rasterio(params: dict) -> dict:
         start, cpu = time.perf_counter(), time.process_time()
         results = list(pool.map(sample_file, params["files"]))
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    check = _cube_check(
-        params,
-        np.concatenate([pid_all[w] for w, _, _, _ in results]),
-        np.concatenate([np.full(len(w), s) for w, s, _, _ in results]),
-        np.concatenate([np.full(len(w), b) for w, _, b, _ in results]),
-        np.concatenate([v for _, _, _, v in results]),
-    )
+    check = _results_check(params, pid_all, results)
     return {"seconds": seconds, "cpu_seconds": cpu, "check": check}
 
 

@@ -44,6 +44,8 @@ from .schema import (
 )
 from .tables import to_geodataframe
 
+_WINDOW_READERS_KEPT = 8
+
 
 class Collection:
     """Records (one row per raster item) with their assets and parsed COG headers, as a Dask frame.
@@ -78,6 +80,7 @@ class Collection:
         self.storage_options = dict(storage_options or {})
         self.build_report = None  # set by the build functions
         self._records = None  # the computed frame, for synchronous window reads
+        self._window_readers: dict = {}  # WindowReaders of recent read_window selections
 
     def _derive(self, frame: dask_geopandas.GeoDataFrame) -> Collection:
         return Collection(
@@ -327,7 +330,8 @@ class Collection:
         chooses another rule); pixels nothing covers get ``fill_value`` (default each band's nodata,
         else 0). Bands of different dtypes are promoted to a common one.
 
-        One plan, one merged fetch per file, all files concurrently, tiles decoded in a thread pool.
+        One plan, one merged fetch per file, all files concurrently, tiles decoded in a thread pool. The
+        records' parsed headers are kept for the next windows with the same selection and options.
 
         Parameters
         ----------
@@ -345,19 +349,34 @@ class Collection:
             Bad bounds or res, an unknown band or record id, or no record overlapping the window.
         """
         bands = self._check_bands(bands)
-        frame = self.window_records(record_ids=record_ids, date_range=date_range)
-        if frame.empty:
-            raise PlanError("no record of the collection matches record_ids/date_range")
-        reader = WindowReader(
-            frame,
-            bands,
-            resampling=resampling,
-            fuse=fuse,
-            fill_value=fill_value,
-            storage_options=self.storage_options,
-            config=config,
-            errors=errors,
-        )
+        if record_ids is not None and not isinstance(record_ids, str):
+            record_ids = tuple(record_ids)
+        if date_range is not None:
+            date_range = tuple(date_range)
+        key = (tuple(bands), record_ids, date_range, resampling, fuse, fill_value, errors, config)
+        try:
+            reader = self._window_readers.get(key)
+        except TypeError:  # an unhashable argument: no reuse
+            key, reader = None, None
+        if reader is None:
+            frame = self.window_records(record_ids=record_ids, date_range=date_range)
+            if frame.empty:
+                raise PlanError("no record of the collection matches record_ids/date_range")
+            reader = WindowReader(
+                frame,
+                bands,
+                resampling=resampling,
+                fuse=fuse,
+                fill_value=fill_value,
+                storage_options=self.storage_options,
+                config=config,
+                errors=errors,
+            )
+            # Parsed headers are reused by later windows with the same selection (a few kept).
+            if key is not None:
+                if len(self._window_readers) >= _WINDOW_READERS_KEPT:
+                    self._window_readers.pop(next(iter(self._window_readers)))
+                self._window_readers[key] = reader
         grid = merge_grid(bounds, res, crs or reader.first_crs)
         if not len(reader.overlapping(grid)):
             raise PlanError(f"no record overlaps the window {tuple(bounds)} in {grid.crs}")

@@ -18,7 +18,17 @@ from rasteret_dask.errors import PlanError
 from rasteret_dask.geo.grid import Grid
 from rasteret_dask.read.window import WindowReader, merge_grid
 
-from .stack_data import UTM32, UTM33, agreement, build, make_scene, make_scenes, reproject_file, write_cog
+from .stack_data import (
+    UTM32,
+    UTM33,
+    agreement,
+    build,
+    make_scene,
+    make_scenes,
+    reproject_band,
+    reproject_file,
+    write_cog,
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,16 +170,7 @@ def test_dtypes_with_nodata(tmp_path, dtype):
     grid = merge_grid(bounds, 10.0, UTM33)
     got = collection.read_window(bounds=bounds, res=10.0, crs=UTM33, bands=["B04"], record_ids=["s1"])
     fill = nodata
-    with rasterio.open(scenes[1].paths["B04"]) as src:
-        theirs = np.full(grid.shape, fill, dtype=dtype)
-        rasterio.warp.reproject(
-            rasterio.band(src, 1),
-            theirs,
-            dst_transform=Affine(*grid.transform),
-            dst_crs=grid.crs,
-            dst_nodata=fill,
-            resampling=Resampling.nearest,
-        )
+    theirs = reproject_band(scenes[1].paths["B04"], grid, "nearest", fill)
     np.testing.assert_array_equal(got[0], theirs)
     assert np.isnan(theirs).any() if dtype == "float64" else (theirs == fill).any()
 
