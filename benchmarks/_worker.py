@@ -6,6 +6,7 @@ runs here, so every measurement starts with cold caches and its own imports.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import json
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
+    faulthandler.enable()  # a crash in native code prints every thread's stack to standard error
     module_name, tool, params_path, result_path = argv
     module = importlib.import_module(f"benchmarks.{module_name}")
     params = json.loads(Path(params_path).read_text())

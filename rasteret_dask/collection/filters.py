@@ -90,6 +90,17 @@ def query_geometry(geometries) -> shapely.Geometry:
     return shapely.union_all(shapes)
 
 
+def intersects_prepared(area: shapely.Geometry, geometries: np.ndarray) -> np.ndarray:
+    """``shapely.intersects(area, geometries)`` with ``area`` prepared, safe from many threads at once.
+
+    GEOS builds a prepared geometry's index on its first use; two threads doing so for one geometry crash
+    the process. So each call prepares a private copy instead of sharing one prepared geometry.
+    """
+    own = shapely.from_wkb(shapely.to_wkb(area))
+    shapely.prepare(own)
+    return shapely.intersects(own, geometries)
+
+
 def record_predicate(
     *, cloud_cover_lt=None, date_range=None, bbox=None, geometries=None, split=None
 ) -> Callable:
@@ -101,8 +112,6 @@ def record_predicate(
     if geometries is not None:
         shape = query_geometry(geometries)
         area = shape if area is None else shapely.intersection(area, shape)
-    if area is not None:
-        shapely.prepare(area)
     splits = None if split is None else ([split] if isinstance(split, str) else list(split))
 
     def keep(part: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -120,7 +129,7 @@ def record_predicate(
                 raise SchemaError("split= needs a split column")
             mask &= part["split"].isin(splits).fillna(False).to_numpy(bool)
         if area is not None:
-            mask &= shapely.intersects(area, np.asarray(part.geometry.array))
+            mask &= intersects_prepared(area, np.asarray(part.geometry.array))
         return part[mask]
 
     return keep

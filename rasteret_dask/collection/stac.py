@@ -107,7 +107,6 @@ class _Search:
         area = None
         if bbox is not None:
             area = bbox_geometry(bbox)
-            shapely.prepare(area)
             bbox = tuple(float(v) for v in bbox)
         lo, hi = date_bounds(date_range) if date_range is not None else (None, None)
         if query is not None:
