@@ -209,22 +209,41 @@ def chips_frame(
     return dask_geopandas.from_dask_dataframe(out, geometry=aois.geometry.name)
 
 
+def _sort_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes ordering ``values`` as ``sort_values`` does (missing values last)."""
+    codes, uniques = pd.factorize(values, sort=True)
+    return np.where(codes < 0, len(uniques), codes)
+
+
 def stack_chips(chips: pd.DataFrame, bands: list[str]) -> np.ndarray:
     """Chips as one array: ``[N, C, H, W]`` (``[N, H, W]`` for one band), N by AOI, then datetime, then id."""
     if chips.empty:
         raise PlanError("no record intersects the AOIs: nothing to read")
-    ordered = chips.sort_values([AOI_INDEX, "datetime", "record_id"], kind="stable")
+    keys = np.column_stack([_sort_codes(chips[c]) for c in (AOI_INDEX, "datetime", "record_id")])
+    order = np.lexsort(keys.T[::-1])
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(order)]
+    band_of = chips["band"].to_numpy(object)[order]
+    data_of = chips["data"].to_numpy(object)[order]
     stacks = []
-    for _, pair in ordered.groupby([AOI_INDEX, "datetime", "record_id"], sort=False):
-        by_band = dict(zip(pair["band"], pair["data"], strict=True))
+    for start, end in zip(starts, ends, strict=True):
+        by_band = dict(zip(band_of[start:end], data_of[start:end], strict=True))
         if any(b not in by_band for b in bands):
             continue  # a band without pixels here (no header, or outside its grid)
         stacks.append([by_band[b] for b in bands])
+    if not stacks:
+        raise PlanError(f"no record has pixels of every band {bands} in the AOIs: nothing to read")
     shapes = {a.shape for chip in stacks for a in chip}
     if len(shapes) > 1:
         raise PlanError(
             f"chips have different shapes {sorted(shapes)[:4]} (AOIs of different sizes, or bands of different"
             " resolutions): use get_gdf for ragged chips, or get_xarray(crs=..., resolution=...) for one grid"
         )
-    array = np.asarray(stacks)
+    (shape,) = shapes
+    dtype = np.result_type(*{a.dtype for chip in stacks for a in chip})
+    array = np.empty((len(stacks), len(bands), *shape), dtype)
+    for n, chip in enumerate(stacks):
+        for c, data in enumerate(chip):
+            array[n, c] = data
     return array[:, 0] if len(bands) == 1 else array
