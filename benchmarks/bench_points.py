@@ -411,6 +411,7 @@ def _results_check(params: dict, pid_all: np.ndarray, results: list[tuple]) -> l
 
 
 def _measure_ours(params: dict) -> dict:
+    import aiohttp  # noqa: F401  (imported on first request otherwise: imports stay outside the timer)
     import dask
     import pandas as pd
 

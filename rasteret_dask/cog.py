@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,7 +23,7 @@ from pyproj import CRS
 from .errors import MalformedTiffError, PlanError, TruncatedTiffError
 from .geo.windows import PixelWindow, tile_overlap, tiles_touched
 from .io.config import FileIdentity, IOConfig
-from .io.loop import gather_or_cancel, run_sync
+from .io.loop import gather_or_cancel, get_loop, run_sync
 from .io.reader import read_prefix_async, read_ranges_async
 from .tiff.decode import decode_mask_tile, decode_tile, fill_scalar
 from .tiff.header import NeedBytes, parse_header
@@ -315,39 +316,140 @@ async def read_windows_async(
     in a thread pool (the codecs release the GIL). Returns one ``(bands, rows, cols)`` array per read,
     in the native dtype.
     """
-    # Per file, its distinct tiles: each file's tiles start decoding as soon as that file's bytes arrive.
-    tiles_of: dict[str, dict[tuple, tuple[WindowRead, TileRef]]] = {}
-    for read in reads:
-        per_file = tiles_of.setdefault(read.url, {})
-        for tile in read.tiles:
-            if not tile.sparse:
-                per_file.setdefault(_tile_key(read, tile), (read, tile))
-    identities = {read.url: read.identity for read in reads}
+    out: list = [None] * len(reads)
+
+    def keep(results: list[tuple[int, np.ndarray]], nbytes: int) -> None:
+        for position, pixels in results:
+            out[position] = pixels
+
+    await _stream_windows(reads, keep, _Budget(None), storage_options, config)
+    return out
+
+
+class _Budget:
+    """Decoded bytes that a stream's consumer has not taken yet, at most ``limit`` (None: no limit).
+
+    Used on the I/O loop only (the consumer releases through ``call_soon_threadsafe``). One file always
+    proceeds when nothing is held, so a file larger than the limit cannot stall the stream.
+    """
+
+    def __init__(self, limit: int | None):
+        self.limit, self.held = limit, 0
+        self._waiters: list[asyncio.Future] = []
+
+    async def acquire(self, nbytes: int) -> None:
+        while self.limit is not None and self.held and self.held + nbytes > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        self.held += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.held -= nbytes
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def _decoded_bytes(reads: Sequence[WindowRead], tiles: dict) -> int:
+    """Bytes of a file's decoded tiles plus its assembled windows (an upper bound: views copy nothing)."""
+
+    def size(codec: TileCodec, shape) -> int:
+        return int(np.prod(shape)) * np.dtype(codec.dtype).itemsize
+
+    tile_bytes = sum(size(read.codec, read.codec.decoded_shape) for read, _ in tiles.values())
+    return tile_bytes + sum(size(read.codec, read.shape) for read in reads)
+
+
+async def _stream_windows(reads, emit, budget: _Budget, storage_options, config) -> None:
+    """Fetch and decode file by file (concurrently, within ``budget``); as each file is decoded, hand its
+    assembled windows to ``emit([(position, pixels), ...], nbytes)``, which must release ``nbytes``."""
+    positions_of: dict[str, list[int]] = {}
+    for position, read in enumerate(reads):
+        positions_of.setdefault(read.url, []).append(position)
     loop = asyncio.get_running_loop()
     pool = decode_pool()
-    decoded: dict[tuple, np.ndarray] = {}
 
-    async def fetch_and_decode(url: str, tiles: dict[tuple, tuple[WindowRead, TileRef]]) -> None:
-        ranges = list(dict.fromkeys(_checked_range(read, tile) for read, tile in tiles.values()))
-        bodies = await read_ranges_async(
-            url, ranges, storage_options=storage_options, expect=identities[url], config=config
-        )
-        body_of = dict(zip(ranges, bodies, strict=True))
-        keys = list(tiles)
-        results = await gather_or_cancel(
-            loop.run_in_executor(
-                pool,
-                _decode_mask if read.codec.photometric == PHOTOMETRIC_MASK else decode_tile,
-                body_of[(tile.offset, tile.offset + tile.count)],
-                read.codec,
-                read.stored_rows(tile),
+    async def one_file(url: str, positions: list[int]) -> None:
+        mine = [reads[p] for p in positions]
+        tiles: dict[tuple, tuple[WindowRead, TileRef]] = {}
+        for read in mine:
+            for tile in read.tiles:
+                if not tile.sparse:
+                    tiles.setdefault(_tile_key(read, tile), (read, tile))
+        nbytes = _decoded_bytes(mine, tiles)
+        await budget.acquire(nbytes)
+        try:
+            decoded = await _fetch_and_decode(
+                url, tiles, mine[0].identity, loop, pool, storage_options, config
             )
-            for read, tile in tiles.values()
-        )
-        decoded.update(zip(keys, results, strict=True))
+            results = [(p, _assemble(reads[p], decoded)) for p in positions]
+        except BaseException:
+            budget.release(nbytes)
+            raise
+        emit(results, nbytes)
 
-    await gather_or_cancel(fetch_and_decode(url, tiles) for url, tiles in tiles_of.items() if tiles)
-    return [_assemble(read, decoded) for read in reads]
+    await gather_or_cancel(one_file(url, positions) for url, positions in positions_of.items())
+
+
+async def _fetch_and_decode(url, tiles, identity, loop, pool, storage_options, config) -> dict:
+    """The distinct ``tiles`` of one file, fetched (ranges merged) and decoded in ``pool``, by tile key."""
+    if not tiles:
+        return {}
+    ranges = list(dict.fromkeys(_checked_range(read, tile) for read, tile in tiles.values()))
+    bodies = await read_ranges_async(
+        url, ranges, storage_options=storage_options, expect=identity, config=config
+    )
+    body_of = dict(zip(ranges, bodies, strict=True))
+    results = await gather_or_cancel(
+        loop.run_in_executor(
+            pool,
+            _decode_mask if read.codec.photometric == PHOTOMETRIC_MASK else decode_tile,
+            body_of[(tile.offset, tile.offset + tile.count)],
+            read.codec,
+            read.stored_rows(tile),
+        )
+        for read, tile in tiles.values()
+    )
+    return dict(zip(tiles, results, strict=True))
+
+
+def iter_windows(
+    reads: Sequence[WindowRead],
+    *,
+    storage_options: dict | None = None,
+    config: IOConfig | None = None,
+    max_bytes: int = 256 * 1024 * 1024,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """:func:`read_windows`, streamed: ``(position, pixels)`` for each read as soon as its file is decoded.
+
+    Files arrive in completion order, all reads of one file together. The caller works on one file's
+    windows while later files are fetched and decoded; at most about ``max_bytes`` of decoded pixels
+    wait for it (more files wait until it asks for the next window), and a file's tiles are dropped once
+    it has moved on, so memory stays bounded and is reused however many files the reads touch.
+    """
+    if not reads:
+        return
+    loop = get_loop()
+    budget = _Budget(max_bytes)
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    future = asyncio.run_coroutine_threadsafe(
+        _stream_windows(
+            reads, lambda results, nbytes: ready.put((results, nbytes)), budget, storage_options, config
+        ),
+        loop,
+    )
+    future.add_done_callback(lambda _: ready.put(None))
+    try:
+        while (item := ready.get()) is not None:
+            results, nbytes = item
+            yield from results
+            del results, item
+            loop.call_soon_threadsafe(budget.release, nbytes)
+        future.result()  # raises the stream's failure, if any
+    finally:
+        future.cancel()
 
 
 def _tile_key(read: WindowRead, tile: TileRef) -> tuple:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import shapely
 from affine import Affine
 
-from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
+from ..cog import WindowRead, iter_windows, plan_mask_read, plan_window_read
 from ..errors import PlanError, SchemaError
 from ..geo.hilbert import hilbert_keys
 from ..geo.points import fractional_indices, nearest_valid, ring_offsets
@@ -129,31 +129,31 @@ _SAMPLE_COLUMNS = {
 }
 
 
+# A column the output does not use: float64 values in the wide layout, bits in the long one, the pixels
+# used when there is no max_distance_pixels.
+_UNUSED = np.empty(0)
+
+
 @dataclass
 class _Samples:
     """Column buffers of sampled values: one entry per (point, record, band).
 
     ``value`` is float64 (the long layout's column); ``bits`` holds the same value exactly in the band's
-    output dtype (:func:`_to_bits`), for the wide layout.
+    output dtype (:func:`_to_bits`), for the wide layout. Chunks are added in any order, each with its
+    ``key``, and come out in key order (tiles arrive in completion order; the output must not depend on
+    it).
     """
 
-    point: list = field(default_factory=list)
-    record: list = field(default_factory=list)
-    band: list = field(default_factory=list)
-    value: list = field(default_factory=list)
-    bits: list = field(default_factory=list)
-    valid: list = field(default_factory=list)
-    row: list = field(default_factory=list)
-    col: list = field(default_factory=list)
+    chunks: dict = field(default_factory=dict)
 
-    def add(self, point, record, band, value, bits, valid, row, col):
-        for name, v in zip(_SAMPLE_COLUMNS, (point, record, band, value, bits, valid, row, col), strict=True):
-            getattr(self, name).append(np.asarray(v))
+    def add(self, key: int, point, record, band, value, bits, valid, row, col):
+        self.chunks[key] = [np.asarray(v) for v in (point, record, band, value, bits, valid, row, col)]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        ordered = [self.chunks[k] for k in sorted(self.chunks)]
         return {
-            name: np.concatenate(getattr(self, name)) if getattr(self, name) else np.empty(0, dtype=dtype)
-            for name, dtype in _SAMPLE_COLUMNS.items()
+            name: np.concatenate([c[i] for c in ordered]) if ordered else np.empty(0, dtype=dtype)
+            for i, (name, dtype) in enumerate(_SAMPLE_COLUMNS.items())
         }
 
 
@@ -237,12 +237,12 @@ def _valid_at(plan: _TilePlan, data: np.ndarray, mask, wr: np.ndarray, wc: np.nd
     return valid_pixels(data[wr, wc], plan.nodata, plan.read.codec, at_mask) & ~_sparse_at(plan.read, wr, wc)
 
 
-def _sample_tile(plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out: _Samples) -> None:
+def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out: _Samples) -> None:
     """Sample one tile's points (nearest valid pixel within ``k`` where the pixel is invalid)."""
     k = spec.max_distance_pixels
     wr, wc = plan.rows - plan.read.window.row_start, plan.cols - plan.read.window.col_start
     value, ok = data[wr, wc], _valid_at(plan, data, mask, wr, wc)
-    used_r, used_c = plan.rows.copy(), plan.cols.copy()
+    used_r, used_c = (plan.rows.copy(), plan.cols.copy()) if k else (_UNUSED, _UNUSED)
     if k and (~ok).any():
         offsets = ring_offsets(k)
         bad = np.flatnonzero(~ok)
@@ -261,44 +261,43 @@ def _sample_tile(plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out:
         used_r[pick], used_c[pick] = br + plan.read.window.row_start, bc + plan.read.window.col_start
     n = len(plan.points)
     out.add(
+        key,
         plan.points,
         np.full(n, plan.record),
         np.full(n, plan.band),
-        value.astype(np.float64),
-        _to_bits(value, spec.dtypes[plan.band]),
+        value.astype(np.float64) if spec.layout == "long" else _UNUSED,
+        _to_bits(value, spec.dtypes[plan.band]) if spec.layout == "wide" else _UNUSED,
         ok,
         used_r,
         used_c,
     )
 
 
-# Decoded pixels held at once by one sampling task: plans are read in batches of about this many bytes
-# (each batch in one go: tiles once, files concurrently), so memory stays bounded however many records
-# and tiles a partition of points touches.
-BATCH_BYTES = 256 * 1024 * 1024
-
-
-def _batches(plans: list[_TilePlan]) -> list[list[_TilePlan]]:
-    out, batch, size = [], [], 0
-    for plan in plans:
-        cost = int(np.prod(plan.read.shape)) * np.dtype(plan.read.codec.dtype).itemsize
-        if batch and size + cost > BATCH_BYTES:
-            out.append(batch)
-            batch, size = [], 0
-        batch.append(plan)
-        size += cost
-    return [*out, batch] if batch else out
+# Decoded pixels waiting to be sampled in one task, at most: tiles stream in as their files are decoded
+# and are dropped once sampled, so memory stays bounded (and is reused) however many tiles a partition of
+# points touches.
+STREAM_BYTES = 256 * 1024 * 1024
 
 
 def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: _Samples) -> None:
-    """Fetch the planned tiles batch by batch and sample them."""
-    for batch in _batches(plans):
-        reads = [read for plan in batch for read in (plan.read, plan.mask) if read is not None]
-        pixels = iter(read_windows(reads, storage_options=spec.storage_options, config=spec.config))
-        for plan in batch:
-            data = next(pixels)[0]
-            mask = next(pixels) if plan.mask is not None else None
-            _sample_tile(plan, data, mask, spec, out)
+    """Fetch the planned tiles (each once, files concurrently) and sample each as soon as it is decoded."""
+    reads, owner = [], []
+    for k, plan in enumerate(plans):
+        for read in (plan.read, plan.mask):
+            if read is not None:
+                reads.append(read)
+                owner.append(k)
+    waiting: dict[int, list] = {}
+    for position, pixels in iter_windows(
+        reads, storage_options=spec.storage_options, config=spec.config, max_bytes=STREAM_BYTES
+    ):
+        k = owner[position]
+        parts = waiting.setdefault(k, [])
+        parts.append(pixels)  # a plan's window and its mask come from one file, in that order
+        plan = plans[k]
+        if len(parts) == (2 if plan.mask is not None else 1):
+            del waiting[k]
+            _sample_tile(k, plan, parts[0][0], parts[1] if plan.mask is not None else None, spec, out)
 
 
 def _padded(box, share: float = 0.01) -> tuple[float, float, float, float]:
@@ -377,7 +376,7 @@ def _latest(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     first = np.ones(len(order), dtype=bool)
     first[1:] = (np.diff(sorted_pb, axis=1) != 0).any(axis=0)
     chosen = order[first]
-    return {name: values[chosen] for name, values in arrays.items()}
+    return {name: values[chosen] if len(values) else values for name, values in arrays.items()}
 
 
 def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
@@ -386,6 +385,11 @@ def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
             values.astype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32), missing
         )
     return pd.arrays.IntegerArray(values.astype(dtype), missing)
+
+
+def _strings_at(labels: np.ndarray, index: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``pd.array(labels[index], dtype="string")`` without a Python object per row (Arrow's take)."""
+    return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(pa.array(index, pa.int64())))
 
 
 def _unique_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -409,11 +413,9 @@ def _assemble(
     stamps = pd.DatetimeIndex([r.datetime for r in records] or [pd.NaT], tz="UTC").as_unit("us")
     if spec.layout == "long":
         out = points.iloc[arrays["point"].astype(np.int64)].reset_index(drop=True)
-        out["record_id"] = pd.array(ids[arrays["record"].astype(np.int64)], dtype="string")
+        out["record_id"] = _strings_at(ids, arrays["record"].astype(np.int64))
         out["datetime"] = stamps[arrays["record"].astype(np.int64)]
-        out["band"] = pd.array(
-            np.asarray(spec.bands, dtype=object)[arrays["band"].astype(np.int64)], dtype="string"
-        )
+        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), arrays["band"].astype(np.int64))
         values = arrays["value"].astype(np.float64)
         out["value"] = pd.arrays.FloatingArray(values, ~arrays["valid"].astype(bool))
         if spec.max_distance_pixels:
@@ -436,8 +438,8 @@ def _assemble(
         else points.iloc[:0].reset_index(drop=True)
     )
     if spec.match == "all":
-        out["record_id"] = pd.array(
-            ids[arrays["record"][first].astype(np.int64)] if n else [], dtype="string"
+        out["record_id"] = _strings_at(
+            ids, arrays["record"][first].astype(np.int64) if n else np.empty(0, np.int64)
         )
         out["datetime"] = (
             stamps[arrays["record"][first].astype(np.int64)]
