@@ -452,6 +452,29 @@ def iter_windows(
         future.cancel()
 
 
+def iter_masked_windows(
+    pairs: Sequence[tuple[WindowRead, WindowRead | None]], **kwargs
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """:func:`iter_windows` for (window, its mask read or None) pairs: ``(index, pixels, mask)`` per pair.
+
+    A window and its mask (:func:`plan_mask_read`) lie in one file, so they arrive together.
+    """
+    reads, owner = [], []
+    for index, (read, mask) in enumerate(pairs):
+        for part in (read, mask):
+            if part is not None:
+                reads.append(part)
+                owner.append(index)
+    waiting: dict[int, list] = {}
+    for position, pixels in iter_windows(reads, **kwargs):
+        index = owner[position]
+        parts = waiting.setdefault(index, [])
+        parts.append(pixels)  # the window first, then its mask
+        if len(parts) == (1 if pairs[index][1] is None else 2):
+            del waiting[index]
+            yield index, parts[0], parts[1] if len(parts) == 2 else None
+
+
 def _tile_key(read: WindowRead, tile: TileRef) -> tuple:
     """Reads share a decoded tile when they want the same bytes decoded the same way."""
     return read.url, tile.offset, tile.count, read.stored_rows(tile), read.codec

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
+from ..cog import WindowRead, iter_masked_windows, plan_mask_read, plan_window_read
 from ..errors import PlanError
 from ..geo.aoi import geometry_window, reproject_geometry
 from ..geo.rasterize import geometry_mask
@@ -140,24 +140,26 @@ def chips_partition(
     )
     order = np.lexsort((record_pos, aoi_pos)) if len(aoi_pos) else []
     planner = _PairPlanner(aois.geometry, own_crs, all_touched)
-    pairs, reads = [], []
+    pairs, wanted, owner = [], [], []
     for k in order:
         record = records[record_pos[k]]
         groups = planner.plan(aoi_pos[k], record.crs, [s for s in record.bands if s is not None])
         if groups:
             pairs.append((aoi_pos[k], record, groups))
-            for g in groups:
-                reads.append(g.read)
-                if g.mask_read is not None:
-                    reads.append(g.mask_read)
-    pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
+            for g, group in enumerate(groups):
+                wanted.append((group.read, group.mask_read))
+                owner.append((len(pairs) - 1, g))
+    # Tiles stream in file by file and are dropped once their chips are cut, so the decoded tiles of a
+    # partition are never all held at once.
+    filled: dict[tuple[int, int], np.ndarray] = {}
+    for index, data, mask in iter_masked_windows(wanted, storage_options=storage_options, config=config):
+        key = owner[index]
+        group = pairs[key[0]][2][key[1]]
+        keep = valid_pixels(data, group.header.nodata, group.read.codec, mask) & group.inside
+        filled[key] = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
     rows = []
-    for aoi_row, record, groups in pairs:
-        for group in groups:
-            data = next(pixels)
-            mask = next(pixels) if group.mask_read is not None else None
-            keep = valid_pixels(data, group.header.nodata, group.read.codec, mask) & group.inside
-            filled = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
+    for p, (aoi_row, record, groups) in enumerate(pairs):
+        for g, group in enumerate(groups):
             for i, band in enumerate(group.bands):
                 rows.append(
                     {
@@ -165,7 +167,7 @@ def chips_partition(
                         "record_id": record.record_id,
                         "datetime": record.datetime,
                         "band": band,
-                        "data": filled[i],
+                        "data": filled[(p, g)][i],
                         "transform": group.transform,
                         "crs": record.crs,
                     }

@@ -22,7 +22,7 @@ import pyarrow as pa
 import shapely
 from affine import Affine
 
-from ..cog import WindowRead, iter_windows, plan_mask_read, plan_window_read
+from ..cog import WindowRead, iter_masked_windows, plan_mask_read, plan_window_read
 from ..errors import PlanError, SchemaError
 from ..geo.hilbert import hilbert_keys
 from ..geo.points import fractional_indices, nearest_valid, ring_offsets
@@ -281,23 +281,13 @@ STREAM_BYTES = 256 * 1024 * 1024
 
 def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: _Samples) -> None:
     """Fetch the planned tiles (each once, files concurrently) and sample each as soon as it is decoded."""
-    reads, owner = [], []
-    for k, plan in enumerate(plans):
-        for read in (plan.read, plan.mask):
-            if read is not None:
-                reads.append(read)
-                owner.append(k)
-    waiting: dict[int, list] = {}
-    for position, pixels in iter_windows(
-        reads, storage_options=spec.storage_options, config=spec.config, max_bytes=STREAM_BYTES
+    for k, data, mask in iter_masked_windows(
+        [(plan.read, plan.mask) for plan in plans],
+        storage_options=spec.storage_options,
+        config=spec.config,
+        max_bytes=STREAM_BYTES,
     ):
-        k = owner[position]
-        parts = waiting.setdefault(k, [])
-        parts.append(pixels)  # a plan's window and its mask come from one file, in that order
-        plan = plans[k]
-        if len(parts) == (2 if plan.mask is not None else 1):
-            del waiting[k]
-            _sample_tile(k, plan, parts[0][0], parts[1] if plan.mask is not None else None, spec, out)
+        _sample_tile(k, plans[k], data[0], mask, spec, out)
 
 
 def _padded(box, share: float = 0.01) -> tuple[float, float, float, float]:
