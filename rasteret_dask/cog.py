@@ -364,7 +364,8 @@ def _decoded_bytes(reads: Sequence[WindowRead], tiles: dict) -> int:
 
 async def _stream_windows(reads, emit, budget: _Budget, storage_options, config) -> None:
     """Fetch and decode file by file (concurrently, within ``budget``); as each file is decoded, hand its
-    assembled windows to ``emit([(position, pixels), ...], nbytes)``, which must release ``nbytes``."""
+    assembled windows to ``emit([(position, pixels), ...], nbytes)``; the consumer releases ``nbytes``
+    when it is done with them (an unlimited budget needs no release)."""
     positions_of: dict[str, list[int]] = {}
     for position, read in enumerate(reads):
         positions_of.setdefault(read.url, []).append(position)

@@ -140,26 +140,26 @@ def chips_partition(
     )
     order = np.lexsort((record_pos, aoi_pos)) if len(aoi_pos) else []
     planner = _PairPlanner(aois.geometry, own_crs, all_touched)
-    pairs, wanted, owner = [], [], []
+    pairs, planned = [], []
     for k in order:
         record = records[record_pos[k]]
         groups = planner.plan(aoi_pos[k], record.crs, [s for s in record.bands if s is not None])
         if groups:
             pairs.append((aoi_pos[k], record, groups))
-            for g, group in enumerate(groups):
-                wanted.append((group.read, group.mask_read))
-                owner.append((len(pairs) - 1, g))
+            planned += groups
     # Tiles stream in file by file and are dropped once their chips are cut, so the decoded tiles of a
     # partition are never all held at once.
-    filled: dict[tuple[int, int], np.ndarray] = {}
+    filled: list = [None] * len(planned)
+    wanted = [(group.read, group.mask_read) for group in planned]
     for index, data, mask in iter_masked_windows(wanted, storage_options=storage_options, config=config):
-        key = owner[index]
-        group = pairs[key[0]][2][key[1]]
+        group = planned[index]
         keep = valid_pixels(data, group.header.nodata, group.read.codec, mask) & group.inside
-        filled[key] = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
+        filled[index] = np.where(keep, data, band_fill(group.header)).astype(data.dtype, copy=False)
+    chips = iter(filled)  # in the order of the groups of ``pairs``
     rows = []
-    for p, (aoi_row, record, groups) in enumerate(pairs):
-        for g, group in enumerate(groups):
+    for aoi_row, record, groups in pairs:
+        for group in groups:
+            chip = next(chips)
             for i, band in enumerate(group.bands):
                 rows.append(
                     {
@@ -167,7 +167,7 @@ def chips_partition(
                         "record_id": record.record_id,
                         "datetime": record.datetime,
                         "band": band,
-                        "data": filled[(p, g)][i],
+                        "data": chip[i],
                         "transform": group.transform,
                         "crs": record.crs,
                     }

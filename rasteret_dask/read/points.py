@@ -378,8 +378,10 @@ def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
 
 
 def _strings_at(labels: np.ndarray, index: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``pd.array(labels[index], dtype="string")`` without a Python object per row (Arrow's take)."""
-    return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(pa.array(index, pa.int64())))
+    """``pd.array(labels[index], dtype="string")``, NA where ``index`` is negative, without a Python
+    object per row (Arrow's take)."""
+    positions = pa.array(index, pa.int64(), mask=index < 0)
+    return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(positions))
 
 
 def _unique_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -446,7 +448,7 @@ def _assemble(
         if spec.match == "latest":
             rec = np.full(n, -1, dtype=np.int64)
             rec[inverse[sel]] = arrays["record"][sel].astype(np.int64)
-            out[f"{band}_record_id"] = pd.array([ids[i] if i >= 0 else None for i in rec], dtype="string")
+            out[f"{band}_record_id"] = _strings_at(ids, rec)
             # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
             out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
         if spec.max_distance_pixels:
