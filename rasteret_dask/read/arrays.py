@@ -409,10 +409,27 @@ def _units(crs: CRS) -> str:
 
 
 def _aoi_block(block_info=None, *, grid: Grid, aoi_local, all_touched: bool) -> np.ndarray:
+    """The AOI mask of one chunk. A chunk whose whole extent lies strictly inside the AOI (every pixel
+    centre at least half a pixel in) or more than a pixel away from it needs no rasterizing: its mask is
+    a constant, broadcast without memory, which :func:`_keep_inside` recognises."""
     (r0, _), (c0, _) = block_info[None]["array-location"][-2:]
     shape = block_info[None]["chunk-shape"][-2:]
     chunk = grid.window_grid(r0, c0, shape[0], shape[1])
+    extent = shapely.box(*chunk.bounds)
+    if shapely.contains_properly(aoi_local, extent):
+        return np.broadcast_to(np.True_, shape)
+    if not shapely.intersects(aoi_local, shapely.buffer(extent, max(map(abs, chunk.res)))):
+        return np.broadcast_to(np.False_, shape)
     return geometry_mask(aoi_local, chunk.transform, chunk.shape, all_touched=all_touched)
+
+
+def _keep_inside(block: np.ndarray, inside: np.ndarray, *, fill) -> np.ndarray:
+    """``block`` with pixels outside the AOI set to ``fill``; untouched (no copy) when all are inside."""
+    if inside.all():
+        return block
+    if not inside.any():
+        return np.full(block.shape, fill, dtype=block.dtype)
+    return np.where(inside, block, np.asarray(fill, dtype=block.dtype))
 
 
 def mask_outside(ds: xr.Dataset, stack: StackGraph, aoi, *, all_touched: bool = False) -> xr.Dataset:
@@ -433,7 +450,7 @@ def mask_outside(ds: xr.Dataset, stack: StackGraph, aoi, *, all_touched: bool = 
         array = out[band].data
         out[band] = (
             ("time", "y", "x"),
-            da.where(inside[None], array, np.asarray(fill, dtype=array.dtype)).astype(array.dtype),
+            da.map_blocks(_keep_inside, array, inside[None], fill=fill, dtype=array.dtype),
             out[band].attrs,
         )
     return out

@@ -241,20 +241,25 @@ def test_native_grid_is_the_records_own_pixels(zone33, by_id):
     assert set(np.unique(got.B04.values[0])) == set(np.unique(b33))
 
 
-def test_native_grid_with_aoi_masks_outside(zone33, by_id):
+@pytest.mark.parametrize("chunks", [None, {"y": 16, "x": 16}])
+def test_native_grid_with_aoi_masks_outside(zone33, by_id, chunks):
     b33 = by_id["b33"]
     x0, y0 = b33.transform @ (40.3, 30.6)
     x1, y1 = b33.transform @ (150.2, 171.9)
     poly = shapely.Polygon([(x0, y0), (x1, y0 - 300), (x1 - 200, y1), (x0 + 50, y1 + 100)])
     lon, lat = to_crs(*np.asarray(poly.exterior.coords).T, UTM33, "OGC:CRS84")
     aoi = shapely.Polygon(np.column_stack([lon, lat]))
-    ds = zone33.get_xarray(aoi, bands="B04")
+    ds = zone33.get_xarray(aoi, bands="B04", chunks=chunks)
     got = compute(ds)
     grid = dataset_grid(ds)
     left, _, right, _ = grid.bounds
     assert left <= x0 and right >= x1 and grid.transform[2] % 10 == 0
     local = shapely.Polygon(np.column_stack(to_crs(lon, lat, "OGC:CRS84", UTM33)))
     outside = rasterio.features.geometry_mask([local], grid.shape, Affine(*grid.transform))
+    if chunks:  # small chunks: some lie wholly inside the AOI, some wholly outside, some across its edge
+        blocks = outside[: outside.shape[0] // 16 * 16, : outside.shape[1] // 16 * 16]
+        blocks = blocks.reshape(blocks.shape[0] // 16, 16, -1, 16).mean(axis=(1, 3))
+        assert (blocks == 0).any() and (blocks == 1).any() and ((blocks > 0) & (blocks < 1)).any()
     for k, record_id in enumerate(ds.id.values):
         expected = np.where(outside, 0, native_read(by_id[record_id].paths["B04"], grid, 0))
         np.testing.assert_array_equal(got.B04.values[k], expected)
