@@ -91,70 +91,38 @@ def _to_crs(xs: np.ndarray, ys: np.ndarray, src: str, dst: str) -> tuple[np.ndar
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
-def _to_bits(values: np.ndarray, dtype: str) -> np.ndarray:
-    """``values`` in ``dtype``, widened without loss into 8-byte patterns (uint64); see :func:`_from_bits`.
+@dataclass(frozen=True)
+class _Chunk:
+    """The samples of one tile of one record-band: per point its value in the band's output dtype,
+    whether it is valid, and (with ``max_distance_pixels``) the pixel used."""
 
-    Samples of bands of different dtypes share one buffer: concatenating them as numbers would promote
-    int64 with uint64 (or with a float) to float64 and lose 64-bit integers.
-    """
-    kind = np.dtype(dtype).kind
-    with np.errstate(invalid="ignore"):  # a record whose band has another dtype: cast as wide output does
-        typed = values.astype(dtype, copy=False)
-    if kind == "f":
-        return typed.astype(np.float64).view(np.uint64)
-    if kind == "i" or kind == "b":
-        return typed.astype(np.int64).view(np.uint64)
-    return typed.astype(np.uint64)
-
-
-def _from_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
-    """The inverse of :func:`_to_bits`."""
-    kind = np.dtype(dtype).kind
-    if kind == "f":
-        return bits.view(np.float64).astype(dtype)
-    if kind == "i" or kind == "b":
-        return bits.view(np.int64).astype(dtype)
-    return bits.astype(dtype)
-
-
-_SAMPLE_COLUMNS = {
-    "point": np.int64,
-    "record": np.int64,
-    "band": np.int64,
-    "value": np.float64,
-    "bits": np.uint64,
-    "valid": bool,
-    "row": np.int64,
-    "col": np.int64,
-}
-
-
-# A column the output does not use: float64 values in the wide layout, bits in the long one, the pixels
-# used when there is no max_distance_pixels.
-_UNUSED = np.empty(0)
+    points: np.ndarray
+    record: int
+    band: int
+    values: np.ndarray
+    valid: np.ndarray
+    rows: np.ndarray | None
+    cols: np.ndarray | None
 
 
 @dataclass
 class _Samples:
-    """Column buffers of sampled values: one entry per (point, record, band).
-
-    ``value`` is float64 (the long layout's column); ``bits`` holds the same value exactly in the band's
-    output dtype (:func:`_to_bits`), for the wide layout. Chunks are added in any order, each with its
-    ``key``, and come out in key order (tiles arrive in completion order; the output must not depend on
-    it).
-    """
+    """The sampled chunks of one task. They are added in any order (tiles arrive in completion order),
+    each with its plan's ``key``, and are read in key order, so the output does not depend on arrival."""
 
     chunks: dict = field(default_factory=dict)
 
-    def add(self, key: int, point, record, band, value, bits, valid, row, col):
-        self.chunks[key] = [np.asarray(v) for v in (point, record, band, value, bits, valid, row, col)]
+    def add(self, key: int, chunk: _Chunk) -> None:
+        self.chunks[key] = chunk
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        ordered = [self.chunks[k] for k in sorted(self.chunks)]
-        return {
-            name: np.concatenate([c[i] for c in ordered]) if ordered else np.empty(0, dtype=dtype)
-            for i, (name, dtype) in enumerate(_SAMPLE_COLUMNS.items())
-        }
+    def ordered(self, band: int | None = None) -> list[_Chunk]:
+        """The chunks in key order (of one band only when ``band`` is given)."""
+        chunks = [self.chunks[k] for k in sorted(self.chunks)]
+        return chunks if band is None else [c for c in chunks if c.band == band]
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -242,7 +210,7 @@ def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: Sample
     k = spec.max_distance_pixels
     wr, wc = plan.rows - plan.read.window.row_start, plan.cols - plan.read.window.col_start
     value, ok = data[wr, wc], _valid_at(plan, data, mask, wr, wc)
-    used_r, used_c = (plan.rows.copy(), plan.cols.copy()) if k else (_UNUSED, _UNUSED)
+    used_r, used_c = (plan.rows.copy(), plan.cols.copy()) if k else (None, None)
     if k and (~ok).any():
         offsets = ring_offsets(k)
         bad = np.flatnonzero(~ok)
@@ -259,18 +227,9 @@ def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: Sample
         br, bc = nr[found, best[found]], nc[found, best[found]]
         value[pick], ok[pick] = data[br, bc], True
         used_r[pick], used_c[pick] = br + plan.read.window.row_start, bc + plan.read.window.col_start
-    n = len(plan.points)
-    out.add(
-        key,
-        plan.points,
-        np.full(n, plan.record),
-        np.full(n, plan.band),
-        value.astype(np.float64) if spec.layout == "long" else _UNUSED,
-        _to_bits(value, spec.dtypes[plan.band]) if spec.layout == "wide" else _UNUSED,
-        ok,
-        used_r,
-        used_c,
-    )
+    with np.errstate(invalid="ignore"):  # a record whose band has another dtype: cast to the output's
+        values = value.astype(spec.dtypes[plan.band], copy=False)
+    out.add(key, _Chunk(plan.points, plan.record, plan.band, values, ok, used_r, used_c))
 
 
 # Decoded pixels waiting to be sampled in one task, at most: tiles stream in as their files are decoded
@@ -327,6 +286,43 @@ def _coverage_box(record: RecordSource, footprint) -> tuple[float, float, float,
     return _padded((*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)))
 
 
+def _points_in_boxes(lon: np.ndarray, lat: np.ndarray, boxes: list) -> list[np.ndarray]:
+    """Per box (west, south, east, north; None for none): the ascending indices of the points in it,
+    edges included. The points are sorted by longitude once; each box takes its slice of them."""
+    order = np.argsort(lon, kind="stable")
+    lon_sorted = lon[order]
+    out = []
+    for box in boxes:
+        if box is None:
+            out.append(np.empty(0, dtype=np.int64))
+            continue
+        west, south, east, north = box
+        start = np.searchsorted(lon_sorted, west, side="left")
+        stop = np.searchsorted(lon_sorted, east, side="right")
+        candidates = order[start:stop]
+        in_lat = (lat[candidates] >= south) & (lat[candidates] <= north)
+        out.append(np.sort(candidates[in_lat]))
+    return out
+
+
+def _in_record_crs(
+    xs: np.ndarray, ys: np.ndarray, point_crs: str, records: list[RecordSource], matched: list[np.ndarray]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The matched points of each record in the record's CRS, each point transformed once per CRS."""
+    by_crs: dict[str, list[int]] = {}
+    for r, idx in enumerate(matched):
+        if len(idx):
+            by_crs.setdefault(records[r].crs, []).append(r)
+    local: list = [None] * len(records)
+    for crs, members in by_crs.items():
+        union = np.unique(np.concatenate([matched[r] for r in members]))
+        ux, uy = _to_crs(xs[union], ys[union], point_crs, crs)
+        for r in members:
+            at = np.searchsorted(union, matched[r])
+            local[r] = (ux[at], uy[at])
+    return local
+
+
 def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: SampleSpec) -> pd.DataFrame:
     """Sample one partition of points against the records partitions that may cover it."""
     points = points.reset_index(drop=True)
@@ -344,29 +340,34 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
         lon, lat = _to_crs(xs, ys, spec.point_crs, "OGC:CRS84")
         footprints = np.asarray(frame.geometry.array)
         boxes = [_coverage_box(rec, fp) for rec, fp in zip(records, footprints, strict=True)]
-        tree = shapely.STRtree([None if b is None else shapely.box(*b) for b in boxes])
         # A coarse match only: whether a point lies in a record's raster is decided in its CRS below.
-        point_idx, record_idx = tree.query(shapely.points(lon, lat), predicate="intersects")
+        matched = _points_in_boxes(lon, lat, boxes)
+        local = _in_record_crs(xs, ys, spec.point_crs, records, matched)
         plans = []
-        for r in np.unique(record_idx):
-            idx = point_idx[record_idx == r]
-            rx, ry = _to_crs(xs[idx], ys[idx], spec.point_crs, records[r].crs)
-            plans += _plan_record(records[r], int(r), idx, rx, ry, spec.max_distance_pixels)
+        for r, idx in enumerate(matched):
+            if len(idx):
+                plans += _plan_record(records[r], r, idx, *local[r], spec.max_distance_pixels)
         _sample_plans(plans, spec, samples)
-    return _assemble(points, records, samples.arrays(), spec)
+    return _assemble(points, records, samples, spec)
 
 
-def _latest(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per (point, band): the newest record with a valid value, else the newest record covering it."""
-    if not len(arrays["point"]):
-        return arrays
+def _latest(chunks: list[_Chunk], nearest: bool) -> tuple[np.ndarray, ...]:
+    """Of one band's chunks, per point: the newest record with a valid value, else the newest record
+    covering it. Returns (points, records, values, valid, rows, cols) of the chosen samples, by point."""
+    point = _concat([c.points for c in chunks], np.int64)
+    record = _concat([np.full(len(c.points), c.record) for c in chunks], np.int64)
+    valid = _concat([c.valid for c in chunks], bool)
     # Records are in (datetime, id) order, so a higher record index is newer.
-    order = np.lexsort((-arrays["record"], ~arrays["valid"].astype(bool), arrays["band"], arrays["point"]))
-    sorted_pb = np.stack([arrays["point"][order], arrays["band"][order]])
+    order = np.lexsort((-record, ~valid, point))
     first = np.ones(len(order), dtype=bool)
-    first[1:] = (np.diff(sorted_pb, axis=1) != 0).any(axis=0)
+    first[1:] = np.diff(point[order]) != 0
     chosen = order[first]
-    return {name: values[chosen] if len(values) else values for name, values in arrays.items()}
+    values = _concat([c.values for c in chunks], np.float64)[chosen]
+    pixels = [
+        _concat([getattr(c, name) for c in chunks], np.int64)[chosen] if nearest else None
+        for name in ("rows", "cols")
+    ]
+    return (point[chosen], record[chosen], values, valid[chosen], *pixels)
 
 
 def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
@@ -384,78 +385,126 @@ def _strings_at(labels: np.ndarray, index: np.ndarray) -> pd.api.extensions.Exte
     return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(positions))
 
 
-def _unique_keys(key: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(key, return_inverse=True)`` for non-negative keys below ``bound``: by marking a dense
-    table when it is not much larger than the keys (linear time, no sort), else by sorting."""
-    if bound > 4 * len(key) + 1_000_000:
-        return np.unique(key, return_inverse=True)
+def _row_positions(keys: list[np.ndarray], bound: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct keys (non-negative, below ``bound``) of all ``keys`` arrays, ascending, and each
+    array's positions in them: by marking a dense table when it is not much larger than the keys (linear
+    time, no sort, no array as long as all keys together), else by sorting."""
+    total = sum(len(k) for k in keys)
+    if bound > 4 * total + 1_000_000:
+        unique = np.unique(_concat(keys, np.int64))
+        return unique, [np.searchsorted(unique, k) for k in keys]
     seen = np.zeros(bound, dtype=bool)
-    seen[key] = True
-    unique = np.flatnonzero(seen)
+    for k in keys:
+        seen[k] = True
     position = np.cumsum(seen, dtype=np.int64) - 1
-    return unique, position[key]
+    return np.flatnonzero(seen), [position[k] for k in keys]
+
+
+def _pixel_columns(out: pd.DataFrame, band: str, n: int, placed: list[tuple]) -> None:
+    """``{band}_row``/``{band}_col``: the pixel each value came from (NA where none), from the
+    ``(positions, rows, cols)`` of each placed group of samples."""
+    used_rows, used_cols = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    for at, rows, cols in placed:
+        used_rows[at], used_cols[at] = rows, cols
+    out[f"{band}_row"] = pd.arrays.IntegerArray(used_rows, used_rows < 0)
+    out[f"{band}_col"] = pd.arrays.IntegerArray(used_cols, used_cols < 0)
+
+
+def _long_samples(samples: _Samples, spec: SampleSpec) -> tuple[np.ndarray, ...]:
+    """(points, records, bands, float64 values, valid, rows, cols) of the long layout: every sample in
+    plan order, or with ``match="latest"`` the chosen one per (point, band), in that order."""
+    nearest = spec.max_distance_pixels > 0
+    if spec.match == "latest":
+        chosen = [_latest(samples.ordered(b), nearest) for b in range(len(spec.bands))]
+        groups = [(b, *c) for b, c in enumerate(chosen)]
+    else:
+        groups = [
+            (c.band, c.points, np.full(len(c.points), c.record), c.values, c.valid, c.rows, c.cols)
+            for c in samples.ordered()
+        ]
+    point = _concat([g[1] for g in groups], np.int64)
+    band = _concat([np.full(len(g[1]), g[0]) for g in groups], np.int64)
+    columns = [
+        point,
+        _concat([g[2] for g in groups], np.int64),
+        band,
+        _concat([g[3].astype(np.float64) for g in groups], np.float64),
+        _concat([g[4] for g in groups], bool),
+        *(_concat([g[i] for g in groups], np.int64) if nearest else None for i in (5, 6)),
+    ]
+    if spec.match == "latest":
+        order = np.lexsort((band, point))
+        columns = [c if c is None else c[order] for c in columns]
+    return tuple(columns)
 
 
 def _assemble(
-    points: pd.DataFrame, records: list[RecordSource], arrays: dict, spec: SampleSpec
+    points: pd.DataFrame, records: list[RecordSource], samples: _Samples, spec: SampleSpec
 ) -> pd.DataFrame:
-    if spec.match == "latest":
-        arrays = _latest(arrays)
     ids = np.array([r.record_id for r in records] or [""], dtype=object)
     stamps = pd.DatetimeIndex([r.datetime for r in records] or [pd.NaT], tz="UTC").as_unit("us")
+    nearest = spec.max_distance_pixels > 0
     if spec.layout == "long":
-        out = points.iloc[arrays["point"].astype(np.int64)].reset_index(drop=True)
-        out["record_id"] = _strings_at(ids, arrays["record"].astype(np.int64))
-        out["datetime"] = stamps[arrays["record"].astype(np.int64)]
-        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), arrays["band"].astype(np.int64))
-        values = arrays["value"].astype(np.float64)
-        out["value"] = pd.arrays.FloatingArray(values, ~arrays["valid"].astype(bool))
-        if spec.max_distance_pixels:
-            out["row"] = arrays["row"].astype(np.int64)
-            out["col"] = arrays["col"].astype(np.int64)
+        point, record, band, values, valid, rows, cols = _long_samples(samples, spec)
+        out = points.iloc[point].reset_index(drop=True)
+        out["record_id"] = _strings_at(ids, record)
+        out["datetime"] = stamps[record]
+        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), band)
+        out["value"] = pd.arrays.FloatingArray(values, ~valid)
+        if nearest:
+            out["row"], out["col"] = rows, cols
         return out
-    # wide: one row per (point, record) (match="all") or per point (match="latest")
-    key = (
-        arrays["point"].astype(np.int64)
-        if spec.match == "latest"
-        else arrays["point"].astype(np.int64) * max(len(records), 1) + arrays["record"].astype(np.int64)
+    if spec.match == "latest":
+        return _assemble_latest(points, ids, stamps, samples, spec)
+    # wide, every record: one row per (point, record), in that order
+    n_records = max(len(records), 1)
+    chunks = samples.ordered()
+    unique, rows_of = _row_positions(
+        [c.points * n_records + c.record for c in chunks], len(points) * n_records
     )
-    unique, inverse = _unique_keys(key, len(points) * max(len(records), 1))
     n = len(unique)
-    first = np.zeros(n, dtype=np.int64)
-    first[inverse[::-1]] = np.arange(len(key))[::-1]
-    out = (
-        points.iloc[arrays["point"][first].astype(np.int64)].reset_index(drop=True)
-        if n
-        else points.iloc[:0].reset_index(drop=True)
-    )
-    if spec.match == "all":
-        out["record_id"] = _strings_at(
-            ids, arrays["record"][first].astype(np.int64) if n else np.empty(0, np.int64)
-        )
-        out["datetime"] = (
-            stamps[arrays["record"][first].astype(np.int64)]
-            if n
-            else pd.DatetimeIndex([], tz="UTC").as_unit("us")
-        )
+    out = points.iloc[unique // n_records].reset_index(drop=True)
+    record = unique % n_records
+    out["record_id"] = _strings_at(ids, record)
+    out["datetime"] = stamps[record] if n else pd.DatetimeIndex([], tz="UTC").as_unit("us")
     for b, (band, dtype) in enumerate(zip(spec.bands, spec.dtypes, strict=True)):
-        sel = np.flatnonzero(arrays["band"] == b)
         values = np.zeros(n, dtype=dtype)
         missing = np.ones(n, dtype=bool)
-        values[inverse[sel]] = _from_bits(arrays["bits"][sel], dtype)
-        missing[inverse[sel]] = ~arrays["valid"][sel].astype(bool)
+        placed = []
+        for chunk, at in zip(chunks, rows_of, strict=True):
+            if chunk.band == b:
+                values[at] = chunk.values
+                missing[at] = ~chunk.valid
+                placed.append((at, chunk.rows, chunk.cols))
         out[band] = _masked(values, missing, dtype)
-        if spec.match == "latest":
-            rec = np.full(n, -1, dtype=np.int64)
-            rec[inverse[sel]] = arrays["record"][sel].astype(np.int64)
-            out[f"{band}_record_id"] = _strings_at(ids, rec)
-            # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
-            out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
-        if spec.max_distance_pixels:
-            for name in ("row", "col"):
-                used = np.full(n, -1, dtype=np.int64)
-                used[inverse[sel]] = arrays[name][sel].astype(np.int64)
-                out[f"{band}_{name}"] = pd.arrays.IntegerArray(used, used < 0)
+        if nearest:
+            _pixel_columns(out, band, n, placed)
+    return out
+
+
+def _assemble_latest(
+    points: pd.DataFrame, ids: np.ndarray, stamps: pd.DatetimeIndex, samples: _Samples, spec: SampleSpec
+) -> pd.DataFrame:
+    """Wide, newest valid record per point and band: one row per point any record covers."""
+    nearest = spec.max_distance_pixels > 0
+    chosen = [_latest(samples.ordered(b), nearest) for b in range(len(spec.bands))]
+    unique, rows_of = _row_positions([c[0] for c in chosen], len(points))
+    n = len(unique)
+    out = points.iloc[unique].reset_index(drop=True)
+    for (band, dtype), (_, record, values, valid, rows, cols), at in zip(
+        zip(spec.bands, spec.dtypes, strict=True), chosen, rows_of, strict=True
+    ):
+        column = np.zeros(n, dtype=dtype)
+        missing = np.ones(n, dtype=bool)
+        column[at], missing[at] = values, ~valid
+        out[band] = _masked(column, missing, dtype)
+        rec = np.full(n, -1, dtype=np.int64)
+        rec[at] = record
+        out[f"{band}_record_id"] = _strings_at(ids, rec)
+        # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
+        out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
+        if nearest:
+            _pixel_columns(out, band, n, [(at, rows, cols)])
     return out
 
 
