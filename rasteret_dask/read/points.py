@@ -1,9 +1,10 @@
 """Point sampling: the pixel under each point in every record that covers it (DESIGN.md §4).
 
 One task per partition of (spatially partitioned) points. In a task, points are matched to record
-footprints with an STR-tree, carried into each record's CRS, and grouped by the tile holding their
-pixel; each tile is fetched and decoded once for all points and all bands that need it. Nodata, masked
-and sparse-tile pixels are missing values (pandas NA), never numbers.
+coverage boxes (a longitude-sorted slice of the points per box), carried into each record's CRS (once
+per CRS), and grouped by the tile holding their pixel; each tile is fetched and decoded once for all
+points and all bands that need it. Nodata, masked and sparse-tile pixels are missing values (pandas NA),
+never numbers.
 """
 
 from __future__ import annotations
