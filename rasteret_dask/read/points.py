@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dask
@@ -147,13 +148,17 @@ def _plan_record(
 ) -> list[_TilePlan]:
     """Plan the reads of every band of one record at points ``idx`` (coordinates in the record's CRS)."""
     plans = []
+    pixels: dict[tuple, tuple] = {}  # bands on one grid share their pixel positions
     for b, source in enumerate(record.bands):
         if source is None or source.header.geo.transform is None:
             continue
         header = source.header
-        frac_r, frac_c = fractional_indices(header.geo.transform, xs, ys)
-        with np.errstate(invalid="ignore"):
-            rows, cols = np.floor(frac_r), np.floor(frac_c)
+        grid = tuple(header.geo.transform[:6])
+        if grid not in pixels:
+            frac_r, frac_c = fractional_indices(grid, xs, ys)
+            with np.errstate(invalid="ignore"):
+                pixels[grid] = (frac_r, frac_c, np.floor(frac_r), np.floor(frac_c))
+        frac_r, frac_c, rows, cols = pixels[grid]
         inside = (rows >= 0) & (rows < header.height) & (cols >= 0) & (cols < header.width)
         if not inside.any():
             continue
@@ -386,19 +391,19 @@ def _strings_at(labels: np.ndarray, index: np.ndarray) -> pd.api.extensions.Exte
     return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(positions))
 
 
-def _row_positions(keys: list[np.ndarray], bound: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The distinct keys (non-negative, below ``bound``) of all ``keys`` arrays, ascending, and each
-    array's positions in them: by marking a dense table when it is not much larger than the keys (linear
-    time, no sort, no array as long as all keys together), else by sorting."""
-    total = sum(len(k) for k in keys)
+def _row_index(keys, total: int, bound: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """The distinct keys (non-negative, below ``bound``) of the arrays ``keys()`` yields (``total`` keys
+    in all), ascending, and a function giving the positions of keys in them. A dense table of ``bound``
+    flags when it is not much larger than the keys (linear time, no sort, no array of all the keys at
+    once), else a sort."""
     if bound > 4 * total + 1_000_000:
-        unique = np.unique(_concat(keys, np.int64))
-        return unique, [np.searchsorted(unique, k) for k in keys]
+        unique = np.unique(_concat(list(keys()), np.int64))
+        return unique, lambda k: np.searchsorted(unique, k)
     seen = np.zeros(bound, dtype=bool)
-    for k in keys:
+    for k in keys():
         seen[k] = True
     position = np.cumsum(seen, dtype=np.int64) - 1
-    return np.flatnonzero(seen), [position[k] for k in keys]
+    return np.flatnonzero(seen), position.__getitem__
 
 
 def _pixel_columns(out: pd.DataFrame, band: str, n: int, placed: list[tuple]) -> None:
@@ -460,8 +465,10 @@ def _assemble(
     # wide, every record: one row per (point, record), in that order
     n_records = max(len(records), 1)
     chunks = samples.ordered()
-    unique, rows_of = _row_positions(
-        [c.points * n_records + c.record for c in chunks], len(points) * n_records
+    unique, row_of = _row_index(
+        lambda: (c.points * n_records + c.record for c in chunks),
+        sum(len(c.points) for c in chunks),
+        len(points) * n_records,
     )
     n = len(unique)
     out = points.iloc[unique // n_records].reset_index(drop=True)
@@ -472,8 +479,9 @@ def _assemble(
         values = np.zeros(n, dtype=dtype)
         missing = np.ones(n, dtype=bool)
         placed = []
-        for chunk, at in zip(chunks, rows_of, strict=True):
+        for chunk in chunks:
             if chunk.band == b:
+                at = row_of(chunk.points * n_records + chunk.record)
                 values[at] = chunk.values
                 missing[at] = ~chunk.valid
                 placed.append((at, chunk.rows, chunk.cols))
@@ -489,12 +497,13 @@ def _assemble_latest(
     """Wide, newest valid record per point and band: one row per point any record covers."""
     nearest = spec.max_distance_pixels > 0
     chosen = [_latest(samples.ordered(b), nearest) for b in range(len(spec.bands))]
-    unique, rows_of = _row_positions([c[0] for c in chosen], len(points))
+    unique, row_of = _row_index(lambda: (c[0] for c in chosen), sum(len(c[0]) for c in chosen), len(points))
     n = len(unique)
     out = points.iloc[unique].reset_index(drop=True)
-    for (band, dtype), (_, record, values, valid, rows, cols), at in zip(
-        zip(spec.bands, spec.dtypes, strict=True), chosen, rows_of, strict=True
+    for (band, dtype), (point, record, values, valid, rows, cols) in zip(
+        zip(spec.bands, spec.dtypes, strict=True), chosen, strict=True
     ):
+        at = row_of(point)
         column = np.zeros(n, dtype=dtype)
         missing = np.ones(n, dtype=bool)
         column[at], missing[at] = values, ~valid
