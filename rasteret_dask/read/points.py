@@ -238,19 +238,14 @@ def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: Sample
     out.add(key, _Chunk(plan.points, plan.record, plan.band, values, ok, used_r, used_c))
 
 
-# Decoded pixels waiting to be sampled in one task, at most: tiles stream in as their files are decoded
-# and are dropped once sampled, so memory stays bounded (and is reused) however many tiles a partition of
-# points touches.
-STREAM_BYTES = 256 * 1024 * 1024
-
-
 def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: _Samples) -> None:
-    """Fetch the planned tiles (each once, files concurrently) and sample each as soon as it is decoded."""
+    """Fetch the planned tiles (each once, files concurrently) and sample each as soon as it is decoded:
+    streamed within the reader's default byte budget, tiles dropped once sampled, so memory stays bounded
+    (and is reused) however many tiles a partition of points touches."""
     for k, data, mask in iter_masked_windows(
         [(plan.read, plan.mask) for plan in plans],
         storage_options=spec.storage_options,
         config=spec.config,
-        max_bytes=STREAM_BYTES,
     ):
         _sample_tile(k, plans[k], data[0], mask, spec, out)
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..cog import WindowRead, plan_mask_read, plan_window_read, read_windows
+from ..cog import WindowRead, iter_masked_windows, plan_mask_read, plan_window_read
 from ..errors import PlanError
 from ..geo.grid import Grid
 from ..geo.warp import (
@@ -225,30 +225,18 @@ def fuse_into(out: np.ndarray, parts: list[_Part], how: str) -> None:
     out[covered] = reduced[covered].astype(out.dtype)
 
 
-def _chunk_reads(plan: ChunkPlan) -> list[WindowRead]:
-    reads = []
-    for source in plan.sources:
-        reads.append(source.read)
-        if source.mask is not None:
-            reads.append(source.mask)
-    return reads
-
-
-def _assemble_chunk(plan: ChunkPlan, pixels: Iterator[np.ndarray]) -> tuple:
-    parts: dict[tuple[int, int], list[_Part]] = {}
-    for source in plan.sources:
-        data = next(pixels)
-        mask = next(pixels) if source.mask is not None else None
-        fill = np.asarray(plan.fills[source.band]).astype(plan.dtypes[source.band])[()]
-        parts.setdefault((source.step, source.band), []).append(
-            _contribution(source, data, mask, plan.grid, fill)
-        )
+def _fuse_chunk(plan: ChunkPlan, parts: dict[int, _Part]) -> tuple:
+    """One ``(steps, rows, cols)`` array per band from the parts of the plan's sources (by source index)."""
+    by_layer: dict[tuple[int, int], list[_Part]] = {}
+    for index, source in enumerate(plan.sources):  # in plan order: the fuse order
+        if index in parts:
+            by_layer.setdefault((source.step, source.band), []).append(parts[index])
     out = []
     for band, dtype in enumerate(plan.dtypes):
         block = np.full((plan.steps, *plan.grid.shape), plan.fills[band], dtype=dtype)
         for step in range(plan.steps):
-            if (step, band) in parts:
-                fuse_into(block[step], parts[(step, band)], plan.fuse)
+            if (step, band) in by_layer:
+                fuse_into(block[step], by_layer[(step, band)], plan.fuse)
         out.append(block)
     return tuple(out)
 
@@ -257,10 +245,19 @@ def read_chunks(
     plans: Sequence[ChunkPlan], storage_options: dict | None = None, config: IOConfig | None = None
 ) -> list[tuple]:
     """Execute chunk plans together: every tile they need fetched and decoded once (a tile two plans
-    share too), then each plan's ``(steps, rows, cols)`` array per band, in the bands' own dtypes."""
-    reads = [read for plan in plans for read in _chunk_reads(plan)]
-    pixels = iter(read_windows(reads, storage_options=storage_options, config=config) if reads else [])
-    return [_assemble_chunk(plan, pixels) for plan in plans]
+    share too), each source placed on its chunk as its file arrives, then each plan's
+    ``(steps, rows, cols)`` array per band, in the bands' own dtypes."""
+    owners = [(p, s) for p, plan in enumerate(plans) for s in range(len(plan.sources))]
+    pairs = [(plans[p].sources[s].read, plans[p].sources[s].mask) for p, s in owners]
+    parts: list[dict[int, _Part]] = [{} for _ in plans]
+    # Streamed within the default byte budget: tiles are dropped once cut into windows, so memory stays
+    # bounded (and is reused) however many files the chunks read.
+    for index, data, mask in iter_masked_windows(pairs, storage_options=storage_options, config=config):
+        p, s = owners[index]
+        plan, source = plans[p], plans[p].sources[s]
+        fill = np.asarray(plan.fills[source.band]).astype(plan.dtypes[source.band])[()]
+        parts[p][s] = _contribution(source, data, mask, plan.grid, fill)
+    return [_fuse_chunk(plan, found) for plan, found in zip(plans, parts, strict=True)]
 
 
 def read_chunk(plan: ChunkPlan, storage_options: dict | None = None, config: IOConfig | None = None) -> tuple:

@@ -250,7 +250,7 @@ class CollectionGeoDataset(GeoDataset):
         sample: dict[str, Any] = {
             "crs": self.crs,
             "bounds": query,
-            "image": torch.from_numpy(image.astype(np.float32)),
+            "image": torch.from_numpy(image.astype(np.float32, copy=False)),
         }
         if self.label_band is not None:
             labels = pixels[..., n, :, :]
@@ -272,6 +272,8 @@ class CollectionGeoDataset(GeoDataset):
             [grid for grid, _ in windows],
             self.groupby if self.time_series else None,
             [times for _, times in windows],
+            # images are float32, cast once while stacking (a label band keeps the native values)
+            dtype=np.float32 if self.label_band is None else None,
         )
         return [self._sample(q, w, b) for q, w, b in zip(queries, windows, blocks, strict=True)]
 

@@ -145,18 +145,26 @@ class WindowReader:
         )
 
     def read(
-        self, grids: Sequence[Grid], groupby=None, times: Sequence[tuple[int, int] | None] | None = None
+        self,
+        grids: Sequence[Grid],
+        groupby=None,
+        times: Sequence[tuple[int, int] | None] | None = None,
+        dtype=None,
     ) -> list[np.ndarray]:
         """Each window as ``[C, H, W]`` (``groupby=None``) or ``[T, C, H, W]``, in one fetch for all;
-        ``times`` restricts each window's records to a time interval (see :meth:`overlapping`)."""
+        ``times`` restricts each window's records to a time interval (see :meth:`overlapping`); ``dtype``
+        (default: the bands' common dtype) is that of the arrays, cast as they are stacked."""
+        dtype = self.dtype if dtype is None else np.dtype(dtype)
         times = times if times is not None else [None] * len(grids)
         plans = [self.plan(grid, groupby, t) for grid, t in zip(grids, times, strict=True)]
         blocks = read_chunks(plans, self.storage_options, self.config)
         out = []
         for grid, plan, bands in zip(grids, plans, blocks, strict=True):
             if groupby is None and plan.steps == 0:
-                out.append(np.stack([np.full(grid.shape, f, dtype=self.dtype) for f in self.fills]))
+                out.append(
+                    np.stack([np.full(grid.shape, f, dtype=self.dtype) for f in self.fills], dtype=dtype)
+                )
                 continue
-            stacked = np.stack([b.astype(self.dtype, copy=False) for b in bands], axis=1)
+            stacked = np.stack([b.astype(self.dtype, copy=False) for b in bands], axis=1, dtype=dtype)
             out.append(stacked[0] if groupby is None else stacked)
         return out
