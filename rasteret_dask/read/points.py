@@ -352,23 +352,45 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
     return _assemble(points, records, samples, spec)
 
 
-def _latest(chunks: list[_Chunk], nearest: bool) -> tuple[np.ndarray, ...]:
-    """Of one band's chunks, per point: the newest record with a valid value, else the newest record
-    covering it. Returns (points, records, values, valid, rows, cols) of the chosen samples, by point."""
-    point = _concat([c.points for c in chunks], np.int64)
-    record = _concat([np.full(len(c.points), c.record) for c in chunks], np.int64)
-    valid = _concat([c.valid for c in chunks], bool)
+@dataclass(frozen=True)
+class _Picked:
+    """Samples as columns: per sample its point, record, value, validity and (with
+    ``max_distance_pixels``) the pixel used."""
+
+    points: np.ndarray
+    records: np.ndarray
+    values: np.ndarray
+    valid: np.ndarray
+    rows: np.ndarray | None
+    cols: np.ndarray | None
+
+    def take(self, index: np.ndarray) -> _Picked:
+        return _Picked(*(None if v is None else v[index] for v in vars(self).values()))
+
+
+def _gather(chunks: list[_Chunk], dtype, nearest: bool) -> _Picked:
+    """The samples of ``chunks`` as columns, in chunk order, values cast to ``dtype``."""
+    return _Picked(
+        _concat([c.points for c in chunks], np.int64),
+        _concat([np.full(len(c.points), c.record) for c in chunks], np.int64),
+        _concat([c.values.astype(dtype, copy=False) for c in chunks], dtype),
+        _concat([c.valid for c in chunks], bool),
+        *(
+            _concat([getattr(c, name) for c in chunks], np.int64) if nearest else None
+            for name in ("rows", "cols")
+        ),
+    )
+
+
+def _newest_valid(picked: _Picked, bands: np.ndarray | None = None) -> np.ndarray:
+    """Per point (and band, when given): the index of the newest sample with a valid value, else of the
+    newest sample; ordered by point, then band."""
+    groups = (picked.points,) if bands is None else (bands, picked.points)
     # Records are in (datetime, id) order, so a higher record index is newer.
-    order = np.lexsort((-record, ~valid, point))
+    order = np.lexsort((-picked.records, ~picked.valid, *groups))
     first = np.ones(len(order), dtype=bool)
-    first[1:] = np.diff(point[order]) != 0
-    chosen = order[first]
-    values = _concat([c.values for c in chunks], np.float64)[chosen]
-    pixels = [
-        _concat([getattr(c, name) for c in chunks], np.int64)[chosen] if nearest else None
-        for name in ("rows", "cols")
-    ]
-    return (point[chosen], record[chosen], values, valid[chosen], *pixels)
+    first[1:] = (np.diff(np.stack([g[order] for g in groups]), axis=1) != 0).any(axis=0)
+    return order[first]
 
 
 def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
@@ -411,32 +433,16 @@ def _pixel_columns(out: pd.DataFrame, band: str, n: int, placed: list[tuple]) ->
     out[f"{band}_col"] = pd.arrays.IntegerArray(used_cols, used_cols < 0)
 
 
-def _long_samples(samples: _Samples, spec: SampleSpec) -> tuple[np.ndarray, ...]:
-    """(points, records, bands, float64 values, valid, rows, cols) of the long layout: every sample in
-    plan order, or with ``match="latest"`` the chosen one per (point, band), in that order."""
-    nearest = spec.max_distance_pixels > 0
+def _long_samples(samples: _Samples, spec: SampleSpec) -> tuple[_Picked, np.ndarray]:
+    """The long layout's samples (float64 values) and their bands: every sample in plan order, or with
+    ``match="latest"`` the chosen one per (point, band), in that order."""
+    chunks = samples.ordered()
+    picked = _gather(chunks, np.float64, spec.max_distance_pixels > 0)
+    bands = _concat([np.full(len(c.points), c.band) for c in chunks], np.int64)
     if spec.match == "latest":
-        chosen = [_latest(samples.ordered(b), nearest) for b in range(len(spec.bands))]
-        groups = [(b, *c) for b, c in enumerate(chosen)]
-    else:
-        groups = [
-            (c.band, c.points, np.full(len(c.points), c.record), c.values, c.valid, c.rows, c.cols)
-            for c in samples.ordered()
-        ]
-    point = _concat([g[1] for g in groups], np.int64)
-    band = _concat([np.full(len(g[1]), g[0]) for g in groups], np.int64)
-    columns = [
-        point,
-        _concat([g[2] for g in groups], np.int64),
-        band,
-        _concat([g[3].astype(np.float64) for g in groups], np.float64),
-        _concat([g[4] for g in groups], bool),
-        *(_concat([g[i] for g in groups], np.int64) if nearest else None for i in (5, 6)),
-    ]
-    if spec.match == "latest":
-        order = np.lexsort((band, point))
-        columns = [c if c is None else c[order] for c in columns]
-    return tuple(columns)
+        chosen = _newest_valid(picked, bands)
+        picked, bands = picked.take(chosen), bands[chosen]
+    return picked, bands
 
 
 def _assemble(
@@ -446,14 +452,14 @@ def _assemble(
     stamps = pd.DatetimeIndex([r.datetime for r in records] or [pd.NaT], tz="UTC").as_unit("us")
     nearest = spec.max_distance_pixels > 0
     if spec.layout == "long":
-        point, record, band, values, valid, rows, cols = _long_samples(samples, spec)
-        out = points.iloc[point].reset_index(drop=True)
-        out["record_id"] = _strings_at(ids, record)
-        out["datetime"] = stamps[record]
-        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), band)
-        out["value"] = pd.arrays.FloatingArray(values, ~valid)
+        picked, bands = _long_samples(samples, spec)
+        out = points.iloc[picked.points].reset_index(drop=True)
+        out["record_id"] = _strings_at(ids, picked.records)
+        out["datetime"] = stamps[picked.records]
+        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), bands)
+        out["value"] = pd.arrays.FloatingArray(picked.values, ~picked.valid)
         if nearest:
-            out["row"], out["col"] = rows, cols
+            out["row"], out["col"] = picked.rows, picked.cols
         return out
     if spec.match == "latest":
         return _assemble_latest(points, ids, stamps, samples, spec)
@@ -491,25 +497,28 @@ def _assemble_latest(
 ) -> pd.DataFrame:
     """Wide, newest valid record per point and band: one row per point any record covers."""
     nearest = spec.max_distance_pixels > 0
-    chosen = [_latest(samples.ordered(b), nearest) for b in range(len(spec.bands))]
-    unique, row_of = _row_index(lambda: (c[0] for c in chosen), sum(len(c[0]) for c in chosen), len(points))
+    chosen = []
+    for b, dtype in enumerate(spec.dtypes):
+        picked = _gather(samples.ordered(b), dtype, nearest)
+        chosen.append(picked.take(_newest_valid(picked)))
+    unique, row_of = _row_index(
+        lambda: (c.points for c in chosen), sum(len(c.points) for c in chosen), len(points)
+    )
     n = len(unique)
     out = points.iloc[unique].reset_index(drop=True)
-    for (band, dtype), (point, record, values, valid, rows, cols) in zip(
-        zip(spec.bands, spec.dtypes, strict=True), chosen, strict=True
-    ):
-        at = row_of(point)
+    for band, dtype, picked in zip(spec.bands, spec.dtypes, chosen, strict=True):
+        at = row_of(picked.points)
         column = np.zeros(n, dtype=dtype)
         missing = np.ones(n, dtype=bool)
-        column[at], missing[at] = values, ~valid
+        column[at], missing[at] = picked.values, ~picked.valid
         out[band] = _masked(column, missing, dtype)
         rec = np.full(n, -1, dtype=np.int64)
-        rec[at] = record
+        rec[at] = picked.records
         out[f"{band}_record_id"] = _strings_at(ids, rec)
         # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
         out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
         if nearest:
-            _pixel_columns(out, band, n, [(at, rows, cols)])
+            _pixel_columns(out, band, n, [(at, picked.rows, picked.cols)])
     return out
 
 
