@@ -22,14 +22,9 @@ from ..read.aois import normalise_aois
 from ..read.arrays import build_stack, mask_outside, time_steps, to_dataset
 from ..read.chips import chips_frame, stack_chips
 from ..read.grids import choose_grid
-from ..read.points import (
-    SampleSpec,
-    check_sample_args,
-    points_frame,
-    sample_graph,
-    sample_partition,
-)
+from ..read.points import points_frame, sample_graph, sample_partition
 from ..read.records import record_sources
+from ..read.sample_spec import SampleSpec, check_sample_args
 from ..read.stack import check_methods
 from ..read.window import WindowReader, merge_grid
 from . import filters

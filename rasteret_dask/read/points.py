@@ -1,17 +1,16 @@
 """Point sampling: the pixel under each point in every record that covers it (DESIGN.md §4).
 
 One task per partition of (spatially partitioned) points. In a task, points are matched to record
-coverage boxes (a longitude-sorted slice of the points per box), carried into each record's CRS (once
-per CRS), and grouped by the tile holding their pixel; each tile is fetched and decoded once for all
-points and all bands that need it. Nodata, masked and sparse-tile pixels are missing values (pandas NA),
-never numbers.
-"""
+coverage boxes (a longitude-sorted slice of the points per box); records with one box and CRS (the dates
+of one grid tile, typically) share a point set: its points carried into that CRS once and grouped by the
+tile holding their pixel once per raster grid. Each tile is fetched and decoded once for all points and
+all bands that need it; the frame is assembled in :mod:`.point_rows`. Nodata, masked and sparse-tile
+pixels are missing values (pandas NA), never numbers."""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dask
@@ -30,42 +29,11 @@ from ..geo.hilbert import hilbert_keys
 from ..geo.points import fractional_indices, nearest_valid, ring_offsets
 from ..geo.warp import transformer
 from ..geo.windows import PixelWindow
-from ..io.config import IOConfig
 from .point_files import read_points_parquet, table_to_frame
+from .point_rows import Samples, TileSamples, assemble
 from .records import RecordSource, record_sources
+from .sample_spec import SampleSpec, output_columns
 from .validity import valid_pixels
-
-MATCHES = ("all", "latest")
-LAYOUTS = ("wide", "long")
-OUTPUT_COLUMNS = ("record_id", "datetime", "band", "value")
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    """What every sampling task needs (small and picklable: no collection, no client)."""
-
-    bands: tuple[str, ...]
-    dtypes: tuple[str, ...]
-    point_crs: str
-    x_column: str | None
-    y_column: str | None
-    geometry_column: str | None
-    match: str = "all"
-    max_distance_pixels: int = 0
-    layout: str = "wide"
-    errors: str = "warn"
-    storage_options: dict | None = field(default=None, compare=False)
-    config: IOConfig | None = None
-
-
-def nullable_dtype(dtype: str):
-    """The pandas nullable extension dtype of a numpy dtype name (uint16 -> UInt16, float32 -> Float32)."""
-    kind = np.dtype(dtype)
-    if kind.kind == "f":
-        return pd.Float32Dtype() if kind.itemsize <= 4 else pd.Float64Dtype()
-    return pd.api.types.pandas_dtype(
-        dtype.replace("uint", "UInt").replace("int", "Int").replace("UInt", "UInt")
-    )
 
 
 def _coordinates(points: pd.DataFrame, spec: SampleSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -94,97 +62,96 @@ def _to_crs(xs: np.ndarray, ys: np.ndarray, src: str, dst: str) -> tuple[np.ndar
 
 
 @dataclass(frozen=True)
-class _Chunk:
-    """The samples of one tile of one record-band: per point its value in the band's output dtype,
-    whether it is valid, and (with ``max_distance_pixels``) the pixel used."""
+class _TilePoints:
+    """The points of a point set whose pixel lies in one tile of a raster grid."""
 
-    points: np.ndarray
-    record: int
-    band: int
-    values: np.ndarray
-    valid: np.ndarray
-    rows: np.ndarray | None
-    cols: np.ndarray | None
-
-
-@dataclass
-class _Samples:
-    """The sampled chunks of one task. They are added in any order (tiles arrive in completion order),
-    each with its plan's ``key``, and are read in key order, so the output does not depend on arrival."""
-
-    chunks: dict = field(default_factory=dict)
-
-    def add(self, key: int, chunk: _Chunk) -> None:
-        self.chunks[key] = chunk
-
-    def ordered(self, band: int | None = None) -> list[_Chunk]:
-        """The chunks in key order (of one band only when ``band`` is given)."""
-        chunks = [self.chunks[k] for k in sorted(self.chunks)]
-        return chunks if band is None else [c for c in chunks if c.band == band]
-
-
-def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class _TilePlan:
-    """The points of one record-band that fall in one tile (the tile plus ``k`` pixels around it)."""
-
-    record: int
-    band: int
+    tile_row: int
+    tile_col: int
     points: np.ndarray
     rows: np.ndarray
     cols: np.ndarray
     frac_r: np.ndarray
     frac_c: np.ndarray
+
+
+@dataclass
+class _PointSet:
+    """Points that several records share (one coverage box and CRS: the dates of one tile of a grid,
+    typically): their indices, their coordinates in that CRS, and their split into the tiles of each
+    raster grid, worked out once for all those records and bands."""
+
+    points: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+    _tiles: dict = field(default_factory=dict)
+
+    def tiles(self, transform: tuple, height: int, width: int, tile_height: int, tile_width: int):
+        key = (transform, height, width, tile_height, tile_width)
+        if key not in self._tiles:
+            self._tiles[key] = self._split(*key)
+        return self._tiles[key]
+
+    def _split(self, transform, height, width, th, tw) -> list[_TilePoints]:
+        frac_r, frac_c = fractional_indices(transform, self.xs, self.ys)
+        with np.errstate(invalid="ignore"):
+            rows, cols = np.floor(frac_r), np.floor(frac_c)
+        inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+        if not inside.any():
+            return []
+        rows, cols = rows[inside].astype(np.int64), cols[inside].astype(np.int64)
+        points, frac_r, frac_c = self.points[inside], frac_r[inside], frac_c[inside]
+        tile_row, tile_col = rows // th, cols // tw
+        key = tile_row * -(-width // tw) + tile_col
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        return [
+            _TilePoints(
+                int(tile_row[sel[0]]),
+                int(tile_col[sel[0]]),
+                points[sel],
+                rows[sel],
+                cols[sel],
+                frac_r[sel],
+                frac_c[sel],
+            )
+            for sel in np.split(order, starts[1:])
+        ]
+
+
+@dataclass(frozen=True)
+class _TilePlan:
+    """The read of one tile of one record-band (the tile plus ``k`` pixels around it) for its points."""
+
+    record: int
+    band: int
+    at: _TilePoints
     read: WindowRead
     mask: WindowRead | None
     nodata: float | None
 
 
-def _plan_record(
-    record: RecordSource, r: int, idx: np.ndarray, xs: np.ndarray, ys: np.ndarray, k: int
-) -> list[_TilePlan]:
-    """Plan the reads of every band of one record at points ``idx`` (coordinates in the record's CRS)."""
+def _plan_record(record: RecordSource, r: int, points: _PointSet, k: int) -> list[_TilePlan]:
+    """Plan the reads of every band of one record at the points it may cover."""
     plans = []
-    pixels: dict[tuple, tuple] = {}  # bands on one grid share their pixel positions
     for b, source in enumerate(record.bands):
         if source is None or source.header.geo.transform is None:
             continue
         header = source.header
-        grid = tuple(header.geo.transform[:6])
-        if grid not in pixels:
-            frac_r, frac_c = fractional_indices(grid, xs, ys)
-            with np.errstate(invalid="ignore"):
-                pixels[grid] = (frac_r, frac_c, np.floor(frac_r), np.floor(frac_c))
-        frac_r, frac_c, rows, cols = pixels[grid]
-        inside = (rows >= 0) & (rows < header.height) & (cols >= 0) & (cols < header.width)
-        if not inside.any():
-            continue
-        rows, cols = rows[inside].astype(np.int64), cols[inside].astype(np.int64)
-        points, frac_r, frac_c = idx[inside], frac_r[inside], frac_c[inside]
         th, tw = header.levels[0].tile_height, header.levels[0].tile_width
-        tile_key = (rows // th) * (header.levels[0].tiles_across + 1) + cols // tw
-        order = np.argsort(tile_key, kind="stable")
-        starts = np.flatnonzero(np.r_[True, np.diff(tile_key[order]) != 0])
-        for sel in np.split(order, starts[1:]):
-            tr, tc = int(rows[sel[0]] // th), int(cols[sel[0]] // tw)
+        grid = tuple(header.geo.transform[:6])
+        for at in points.tiles(grid, header.height, header.width, th, tw):
             window = PixelWindow(
-                max(tr * th - k, 0),
-                min((tr + 1) * th + k, header.height),
-                max(tc * tw - k, 0),
-                min((tc + 1) * tw + k, header.width),
+                max(at.tile_row * th - k, 0),
+                min((at.tile_row + 1) * th + k, header.height),
+                max(at.tile_col * tw - k, 0),
+                min((at.tile_col + 1) * tw + k, header.width),
             )
             plans.append(
                 _TilePlan(
                     r,
                     b,
-                    points[sel],
-                    rows[sel],
-                    cols[sel],
-                    frac_r[sel],
-                    frac_c[sel],
+                    at,
                     plan_window_read(source.url, header, window, samples=(source.sample,)),
                     plan_mask_read(source.url, header, window),
                     header.nodata,
@@ -205,18 +172,22 @@ def _sparse_at(read: WindowRead, wr: np.ndarray, wc: np.ndarray) -> np.ndarray:
     ).reshape(wr.shape)
 
 
-def _valid_at(plan: _TilePlan, data: np.ndarray, mask, wr: np.ndarray, wc: np.ndarray) -> np.ndarray:
-    """GDAL's mask band at window pixels ``(wr, wc)`` only (not over the whole tile)."""
-    at_mask = None if mask is None else mask[:, wr, wc]
-    return valid_pixels(data[wr, wc], plan.nodata, plan.read.codec, at_mask) & ~_sparse_at(plan.read, wr, wc)
+def _pick(plan: _TilePlan, data: np.ndarray, mask, wr: np.ndarray, wc: np.ndarray):
+    """The values at window pixels ``(wr, wc)`` and whether they are valid (GDAL's mask band there,
+    not over the whole tile)."""
+    flat = wr * data.shape[1] + wc
+    values = data.ravel().take(flat)
+    at_mask = None if mask is None else mask.reshape(mask.shape[0], -1).take(flat, axis=1)
+    valid = valid_pixels(values, plan.nodata, plan.read.codec, at_mask)
+    return values, valid & ~_sparse_at(plan.read, wr, wc)
 
 
-def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out: _Samples) -> None:
+def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: SampleSpec, out: Samples) -> None:
     """Sample one tile's points (nearest valid pixel within ``k`` where the pixel is invalid)."""
-    k = spec.max_distance_pixels
-    wr, wc = plan.rows - plan.read.window.row_start, plan.cols - plan.read.window.col_start
-    value, ok = data[wr, wc], _valid_at(plan, data, mask, wr, wc)
-    used_r, used_c = (plan.rows.copy(), plan.cols.copy()) if k else (None, None)
+    k, at = spec.max_distance_pixels, plan.at
+    wr, wc = at.rows - plan.read.window.row_start, at.cols - plan.read.window.col_start
+    value, ok = _pick(plan, data, mask, wr, wc)
+    used_r, used_c = (at.rows.copy(), at.cols.copy()) if k else (None, None)
     if k and (~ok).any():
         offsets = ring_offsets(k)
         bad = np.flatnonzero(~ok)
@@ -224,10 +195,8 @@ def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: Sample
         nc = wc[bad, None] + offsets[None, :, 1]
         within = (nr >= 0) & (nr < data.shape[0]) & (nc >= 0) & (nc < data.shape[1])
         cand = np.zeros(nr.shape, dtype=bool)
-        cand[within] = _valid_at(plan, data, mask, nr[within], nc[within])
-        best = nearest_valid(
-            plan.frac_r[bad], plan.frac_c[bad], plan.rows[bad], plan.cols[bad], cand, offsets
-        )
+        cand[within] = _pick(plan, data, mask, nr[within], nc[within])[1]
+        best = nearest_valid(at.frac_r[bad], at.frac_c[bad], at.rows[bad], at.cols[bad], cand, offsets)
         found = best >= 0
         pick = bad[found]
         br, bc = nr[found, best[found]], nc[found, best[found]]
@@ -235,10 +204,10 @@ def _sample_tile(key: int, plan: _TilePlan, data: np.ndarray, mask, spec: Sample
         used_r[pick], used_c[pick] = br + plan.read.window.row_start, bc + plan.read.window.col_start
     with np.errstate(invalid="ignore"):  # a record whose band has another dtype: cast to the output's
         values = value.astype(spec.dtypes[plan.band], copy=False)
-    out.add(key, _Chunk(plan.points, plan.record, plan.band, values, ok, used_r, used_c))
+    out.add(key, TileSamples(at.points, plan.record, plan.band, values, ok, used_r, used_c))
 
 
-def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: _Samples) -> None:
+def _sample_plans(plans: list[_TilePlan], spec: SampleSpec, out: Samples) -> None:
     """Fetch the planned tiles (each once, files concurrently) and sample each as soon as it is decoded:
     streamed within the reader's default byte budget, tiles dropped once sampled, so memory stays bounded
     (and is reused) however many tiles a partition of points touches."""
@@ -287,41 +256,44 @@ def _coverage_box(record: RecordSource, footprint) -> tuple[float, float, float,
     return _padded((*boxes[:, :2].min(axis=0), *boxes[:, 2:].max(axis=0)))
 
 
-def _points_in_boxes(lon: np.ndarray, lat: np.ndarray, boxes: list) -> list[np.ndarray]:
-    """Per box (west, south, east, north; None for none): the ascending indices of the points in it,
-    edges included. The points are sorted by longitude once; each box takes its slice of them."""
+def _points_in_boxes(lon: np.ndarray, lat: np.ndarray, boxes: list) -> dict[tuple, np.ndarray]:
+    """Per distinct box (west, south, east, north; None skipped): the ascending indices of the points in
+    it, edges included. The points are sorted by longitude once; each box takes its slice of them."""
     order = np.argsort(lon, kind="stable")
     lon_sorted = lon[order]
-    out = []
+    out = {}
     for box in boxes:
-        if box is None:
-            out.append(np.empty(0, dtype=np.int64))
+        if box is None or box in out:
             continue
         west, south, east, north = box
         start = np.searchsorted(lon_sorted, west, side="left")
         stop = np.searchsorted(lon_sorted, east, side="right")
         candidates = order[start:stop]
         in_lat = (lat[candidates] >= south) & (lat[candidates] <= north)
-        out.append(np.sort(candidates[in_lat]))
+        out[box] = np.sort(candidates[in_lat])
     return out
 
 
-def _in_record_crs(
-    xs: np.ndarray, ys: np.ndarray, point_crs: str, records: list[RecordSource], matched: list[np.ndarray]
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The matched points of each record in the record's CRS, each point transformed once per CRS."""
-    by_crs: dict[str, list[int]] = {}
-    for r, idx in enumerate(matched):
-        if len(idx):
-            by_crs.setdefault(records[r].crs, []).append(r)
-    local: list = [None] * len(records)
-    for crs, members in by_crs.items():
-        union = np.unique(np.concatenate([matched[r] for r in members]))
+def _point_sets(
+    xs: np.ndarray, ys: np.ndarray, point_crs: str, records: list[RecordSource], boxes: list
+) -> list[_PointSet | None]:
+    """Per record, the points in its coverage box as a point set in its CRS (None when there are none):
+    records with one box and CRS share one set, and each point is transformed once per CRS."""
+    lon, lat = _to_crs(xs, ys, point_crs, "OGC:CRS84")
+    # A coarse match only: whether a point lies in a record's raster is decided in its CRS later.
+    matched = _points_in_boxes(lon, lat, boxes)
+    by_crs: dict[str, set] = {}
+    for record, box in zip(records, boxes, strict=True):
+        if box is not None and len(matched[box]):
+            by_crs.setdefault(record.crs, set()).add(box)
+    sets: dict[tuple, _PointSet] = {}
+    for crs, crs_boxes in by_crs.items():
+        union = np.unique(np.concatenate([matched[box] for box in crs_boxes]))
         ux, uy = _to_crs(xs[union], ys[union], point_crs, crs)
-        for r in members:
-            at = np.searchsorted(union, matched[r])
-            local[r] = (ux[at], uy[at])
-    return local
+        for box in crs_boxes:
+            at = np.searchsorted(union, matched[box])
+            sets[crs, box] = _PointSet(matched[box], ux[at], uy[at])
+    return [sets.get((record.crs, box)) for record, box in zip(records, boxes, strict=True)]
 
 
 def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: SampleSpec) -> pd.DataFrame:
@@ -333,217 +305,19 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
         points, xs, ys = points[keep].reset_index(drop=True), xs[keep], ys[keep]
     parts = [p for p in records_parts if len(p)]
     frame = pd.concat(parts, ignore_index=True) if parts else None
-    samples = _Samples()
+    samples = Samples()
     records: list[RecordSource] = []
     if frame is not None and len(points):
         frame = frame.sort_values(["datetime", "id"], kind="stable").reset_index(drop=True)
         records = record_sources(frame, list(spec.bands), errors=spec.errors)
-        lon, lat = _to_crs(xs, ys, spec.point_crs, "OGC:CRS84")
         footprints = np.asarray(frame.geometry.array)
         boxes = [_coverage_box(rec, fp) for rec, fp in zip(records, footprints, strict=True)]
-        # A coarse match only: whether a point lies in a record's raster is decided in its CRS below.
-        matched = _points_in_boxes(lon, lat, boxes)
-        local = _in_record_crs(xs, ys, spec.point_crs, records, matched)
         plans = []
-        for r, idx in enumerate(matched):
-            if len(idx):
-                plans += _plan_record(records[r], r, idx, *local[r], spec.max_distance_pixels)
+        for r, point_set in enumerate(_point_sets(xs, ys, spec.point_crs, records, boxes)):
+            if point_set is not None:
+                plans += _plan_record(records[r], r, point_set, spec.max_distance_pixels)
         _sample_plans(plans, spec, samples)
-    return _assemble(points, records, samples, spec)
-
-
-@dataclass(frozen=True)
-class _Picked:
-    """Samples as columns: per sample its point, record, value, validity and (with
-    ``max_distance_pixels``) the pixel used."""
-
-    points: np.ndarray
-    records: np.ndarray
-    values: np.ndarray
-    valid: np.ndarray
-    rows: np.ndarray | None
-    cols: np.ndarray | None
-
-    def take(self, index: np.ndarray) -> _Picked:
-        return _Picked(*(None if v is None else v[index] for v in vars(self).values()))
-
-
-def _gather(chunks: list[_Chunk], dtype, nearest: bool) -> _Picked:
-    """The samples of ``chunks`` as columns, in chunk order, values cast to ``dtype``."""
-    return _Picked(
-        _concat([c.points for c in chunks], np.int64),
-        _concat([np.full(len(c.points), c.record) for c in chunks], np.int64),
-        _concat([c.values.astype(dtype, copy=False) for c in chunks], dtype),
-        _concat([c.valid for c in chunks], bool),
-        *(
-            _concat([getattr(c, name) for c in chunks], np.int64) if nearest else None
-            for name in ("rows", "cols")
-        ),
-    )
-
-
-def _newest_valid(picked: _Picked, bands: np.ndarray | None = None) -> np.ndarray:
-    """Per point (and band, when given): the index of the newest sample with a valid value, else of the
-    newest sample; ordered by point, then band."""
-    groups = (picked.points,) if bands is None else (bands, picked.points)
-    # Records are in (datetime, id) order, so a higher record index is newer.
-    order = np.lexsort((-picked.records, ~picked.valid, *groups))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (np.diff(np.stack([g[order] for g in groups]), axis=1) != 0).any(axis=0)
-    return order[first]
-
-
-def _masked(values: np.ndarray, missing: np.ndarray, dtype: str):
-    if np.dtype(dtype).kind == "f":
-        return pd.arrays.FloatingArray(
-            values.astype(np.float64 if np.dtype(dtype).itemsize > 4 else np.float32), missing
-        )
-    return pd.arrays.IntegerArray(values.astype(dtype), missing)
-
-
-def _strings_at(labels: np.ndarray, index: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """``pd.array(labels[index], dtype="string")``, NA where ``index`` is negative, without a Python
-    object per row (Arrow's take)."""
-    positions = pa.array(index, pa.int64(), mask=index < 0)
-    return pd.arrays.ArrowStringArray(pa.array(labels, pa.large_string()).take(positions))
-
-
-def _row_index(keys, total: int, bound: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """The distinct keys (non-negative, below ``bound``) of the arrays ``keys()`` yields (``total`` keys
-    in all), ascending, and a function giving the positions of keys in them. A dense table of ``bound``
-    flags when it is not much larger than the keys (linear time, no sort, no array of all the keys at
-    once), else a sort."""
-    if bound > 4 * total + 1_000_000:
-        unique = np.unique(_concat(list(keys()), np.int64))
-        return unique, lambda k: np.searchsorted(unique, k)
-    seen = np.zeros(bound, dtype=bool)
-    for k in keys():
-        seen[k] = True
-    position = np.cumsum(seen, dtype=np.int64) - 1
-    return np.flatnonzero(seen), position.__getitem__
-
-
-def _pixel_columns(out: pd.DataFrame, band: str, n: int, placed: list[tuple]) -> None:
-    """``{band}_row``/``{band}_col``: the pixel each value came from (NA where none), from the
-    ``(positions, rows, cols)`` of each placed group of samples."""
-    used_rows, used_cols = np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-    for at, rows, cols in placed:
-        used_rows[at], used_cols[at] = rows, cols
-    out[f"{band}_row"] = pd.arrays.IntegerArray(used_rows, used_rows < 0)
-    out[f"{band}_col"] = pd.arrays.IntegerArray(used_cols, used_cols < 0)
-
-
-def _long_samples(samples: _Samples, spec: SampleSpec) -> tuple[_Picked, np.ndarray]:
-    """The long layout's samples (float64 values) and their bands: every sample in plan order, or with
-    ``match="latest"`` the chosen one per (point, band), in that order."""
-    chunks = samples.ordered()
-    picked = _gather(chunks, np.float64, spec.max_distance_pixels > 0)
-    bands = _concat([np.full(len(c.points), c.band) for c in chunks], np.int64)
-    if spec.match == "latest":
-        chosen = _newest_valid(picked, bands)
-        picked, bands = picked.take(chosen), bands[chosen]
-    return picked, bands
-
-
-def _assemble(
-    points: pd.DataFrame, records: list[RecordSource], samples: _Samples, spec: SampleSpec
-) -> pd.DataFrame:
-    ids = np.array([r.record_id for r in records] or [""], dtype=object)
-    stamps = pd.DatetimeIndex([r.datetime for r in records] or [pd.NaT], tz="UTC").as_unit("us")
-    nearest = spec.max_distance_pixels > 0
-    if spec.layout == "long":
-        picked, bands = _long_samples(samples, spec)
-        out = points.iloc[picked.points].reset_index(drop=True)
-        out["record_id"] = _strings_at(ids, picked.records)
-        out["datetime"] = stamps[picked.records]
-        out["band"] = _strings_at(np.asarray(spec.bands, dtype=object), bands)
-        out["value"] = pd.arrays.FloatingArray(picked.values, ~picked.valid)
-        if nearest:
-            out["row"], out["col"] = picked.rows, picked.cols
-        return out
-    if spec.match == "latest":
-        return _assemble_latest(points, ids, stamps, samples, spec)
-    # wide, every record: one row per (point, record), in that order
-    n_records = max(len(records), 1)
-    chunks = samples.ordered()
-    unique, row_of = _row_index(
-        lambda: (c.points * n_records + c.record for c in chunks),
-        sum(len(c.points) for c in chunks),
-        len(points) * n_records,
-    )
-    n = len(unique)
-    out = points.iloc[unique // n_records].reset_index(drop=True)
-    record = unique % n_records
-    out["record_id"] = _strings_at(ids, record)
-    out["datetime"] = stamps[record] if n else pd.DatetimeIndex([], tz="UTC").as_unit("us")
-    for b, (band, dtype) in enumerate(zip(spec.bands, spec.dtypes, strict=True)):
-        values = np.zeros(n, dtype=dtype)
-        missing = np.ones(n, dtype=bool)
-        placed = []
-        for chunk in chunks:
-            if chunk.band == b:
-                at = row_of(chunk.points * n_records + chunk.record)
-                values[at] = chunk.values
-                missing[at] = ~chunk.valid
-                placed.append((at, chunk.rows, chunk.cols))
-        out[band] = _masked(values, missing, dtype)
-        if nearest:
-            _pixel_columns(out, band, n, placed)
-    return out
-
-
-def _assemble_latest(
-    points: pd.DataFrame, ids: np.ndarray, stamps: pd.DatetimeIndex, samples: _Samples, spec: SampleSpec
-) -> pd.DataFrame:
-    """Wide, newest valid record per point and band: one row per point any record covers."""
-    nearest = spec.max_distance_pixels > 0
-    chosen = []
-    for b, dtype in enumerate(spec.dtypes):
-        picked = _gather(samples.ordered(b), dtype, nearest)
-        chosen.append(picked.take(_newest_valid(picked)))
-    unique, row_of = _row_index(
-        lambda: (c.points for c in chosen), sum(len(c.points) for c in chosen), len(points)
-    )
-    n = len(unique)
-    out = points.iloc[unique].reset_index(drop=True)
-    for band, dtype, picked in zip(spec.bands, spec.dtypes, chosen, strict=True):
-        at = row_of(picked.points)
-        column = np.zeros(n, dtype=dtype)
-        missing = np.ones(n, dtype=bool)
-        column[at], missing[at] = picked.values, ~picked.valid
-        out[band] = _masked(column, missing, dtype)
-        rec = np.full(n, -1, dtype=np.int64)
-        rec[at] = picked.records
-        out[f"{band}_record_id"] = _strings_at(ids, rec)
-        # NaT where no record covers the point; tz-aware UTC like ``datetime`` (and the meta) always
-        out[f"{band}_datetime"] = stamps.take(np.maximum(rec, 0)).where(rec >= 0)
-        if nearest:
-            _pixel_columns(out, band, n, [(at, picked.rows, picked.cols)])
-    return out
-
-
-def output_columns(spec: SampleSpec) -> list[str]:
-    """The columns sampling adds to the points' own columns, for ``spec``'s match, layout and bands."""
-    nearest = spec.max_distance_pixels > 0
-    if spec.layout == "long":
-        return ["record_id", "datetime", "band", "value", *(["row", "col"] if nearest else [])]
-    out = ["record_id", "datetime"] if spec.match == "all" else []
-    for band in spec.bands:
-        out.append(band)
-        if spec.match == "latest":
-            out += [f"{band}_record_id", f"{band}_datetime"]
-        if nearest:
-            out += [f"{band}_row", f"{band}_col"]
-    return out
-
-
-def check_sample_args(match: str, layout: str, max_distance_pixels: int) -> None:
-    if match not in MATCHES:
-        raise PlanError(f"match must be one of {MATCHES}, got {match!r}")
-    if layout not in LAYOUTS:
-        raise PlanError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if not isinstance(max_distance_pixels, int) or max_distance_pixels < 0:
-        raise PlanError(f"max_distance_pixels must be a non-negative integer, got {max_distance_pixels!r}")
+    return assemble(points, records, samples, spec)
 
 
 # -- graph ----------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from rasterio.transform import rowcol
 from rasteret_dask.errors import PlanError, SchemaError
 from rasteret_dask.io.config import IOConfig
 from rasteret_dask.read import points as points_module
+from rasteret_dask.read.sample_spec import SampleSpec
 from tests.read import point_data as pdt
 from tests.read.point_data import BANDS, DTYPES, NULLABLE, UTM32, WGS84
 
@@ -727,7 +728,7 @@ def test_shuffled_partition_extents_hold_their_points(monkeypatch):
     spread = rng.uniform([-5000, -9000], [7000, 3000], (n // 2, 2))
     xy = np.vstack([clustered, spread])
     frame = dd.from_pandas(pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}), npartitions=4)
-    spec = points_module.SampleSpec(
+    spec = SampleSpec(
         bands=("u16",),
         dtypes=("uint16",),
         point_crs=UTM32,
