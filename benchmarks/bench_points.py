@@ -27,7 +27,7 @@ agree. Requests and bytes are the server's counts.
 Scaling: ``rasteret_dask`` alone at 30 ms for 10 k, 100 k and 1 M points (``.compute()``, threaded; the
 smoke run 2 k) and, when ``RASTERET_DASK_BENCH_POINTS_10M=1``, 10 M points from a folder of 200 Parquet
 files of 50 k points on a ``LocalCluster`` of 2 workers × 1 thread × 2 GB, written with ``to_parquet``
-(120 M rows).
+(120 M rows), with the workers' peak RSS and the count of values they spilled to disk.
 ``--quick`` runs 10 k and 100 k; the full run 10 k, 100 k and 1 M (1 M and 10 M once each).
 """
 
@@ -110,9 +110,7 @@ def make_points(ds, n: int, root: Path) -> Path:
     """Parquet of ``n`` seeded points (``pid``, ``lon``, ``lat``), half inside each zone's tile.
 
     Up to a million points: one file. More: a folder of files of ``POINTS_PER_FILE`` points, as Dask
-    writes big tables. rasteret_dask makes one partition per file of a Parquet input and keeps that
-    count when it sorts the points, so one file of 10 M points would be one task; and a task of its
-    default 250,000 points (x 12 scenes x 4 bands) peaks above the 2 GB of a benchmark worker.
+    writes big tables (rasteret_dask sorts them into its own, larger, spatial partitions).
     """
     suffix = "" if n > 1_000_000 else ".parquet"
     path = Path(root) / f"points-v{POINTS_VERSION}-{ds.spec.key}-{n}{suffix}"
@@ -338,6 +336,9 @@ def _scaling_rows(scaling: dict[int, list[dict]], scenes_each: int, opts: Option
         )
         if peak:
             rate += f"; peak RSS +{fmt_bytes(peak)}"
+        worker_peak, spilled = median_of(rs, "worker_peak_rss"), median_of(rs, "spilled")
+        if worker_peak:
+            rate += f"; peak worker RSS {fmt_bytes(worker_peak)}, {spilled:,.0f} values spilled"
         requests, nbytes = median_of(rs, "requests"), median_of(rs, "bytes")
         case = f"scaling: {n:,} points × {len(BANDS)} bands × {scenes_each} scenes, 30 ms ({where}; {ran})"
         if out_rows is not None:
@@ -471,8 +472,21 @@ def _measure_ours_cluster(params: dict) -> dict:
         )
         frame.to_parquet(str(target), write_index=False)
         seconds = time.perf_counter() - start
+        workers = client.run(_worker_memory)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in target.glob("*.parquet"))
-    return {"seconds": seconds, "rows": rows}
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "worker_peak_rss": max(w["peak_rss"] for w in workers.values()),
+        "spilled": sum(w["spilled"] for w in workers.values()),
+        "workers": len(workers),
+    }
+
+
+def _worker_memory(dask_worker) -> dict:
+    """A worker's peak RSS (its whole life, imports included) and how many values it wrote to disk."""
+    metrics = getattr(dask_worker.data, "cumulative_metrics", {})
+    return {"peak_rss": _status("VmHWM"), "spilled": int(metrics.get(("disk-write", "count"), 0))}
 
 
 def _zone_pixels(params: dict, lon: np.ndarray, lat: np.ndarray) -> dict:

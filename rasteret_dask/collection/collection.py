@@ -645,7 +645,9 @@ class Collection:
             ``geometry_crs`` is required) or from a geometry column (its CRS, or ``geometry_crs``).
             Rows without coordinates (null or empty geometries, NaN x/y) are dropped; geometries other
             than points raise ``PlanError``. Points are sorted along a Hilbert curve into spatial
-            partitions unless they already carry spatial partitions.
+            partitions of at most 100,000 points (one task each; more tasks when the input has more
+            partitions and there are more worker threads) unless they already carry spatial
+            partitions; one partition that is to stay one keeps its order.
         bands
             Band codes to sample.
         match

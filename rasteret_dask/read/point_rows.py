@@ -166,11 +166,15 @@ def assemble(
     # wide, every record: one row per (point, record), in that order
     n_records = max(len(records), 1)
     chunks = samples.ordered()
+    # Bands on one grid share each tile's array of points: the rows of a (record, points) pair are
+    # found once for all its bands.
+    groups = {(c.record, id(c.points)): c for c in chunks}
     unique, row_of = _row_index(
-        lambda: (c.points * n_records + c.record for c in chunks),
-        sum(len(c.points) for c in chunks),
+        lambda: (c.points * n_records + c.record for c in groups.values()),
+        sum(len(c.points) for c in groups.values()),
         len(points) * n_records,
     )
+    rows_at = {key: row_of(c.points * n_records + c.record) for key, c in groups.items()}
     n = len(unique)
     out = points.iloc[unique // n_records].reset_index(drop=True)
     record = unique % n_records
@@ -182,7 +186,7 @@ def assemble(
         placed = []
         for chunk in chunks:
             if chunk.band == b:
-                at = row_of(chunk.points * n_records + chunk.record)
+                at = rows_at[chunk.record, id(chunk.points)]
                 values[at] = chunk.values
                 missing[at] = ~chunk.valid
                 placed.append((at, chunk.rows, chunk.cols))

@@ -322,7 +322,9 @@ def sample_partition(points: pd.DataFrame, *records_parts: pd.DataFrame, spec: S
 
 # -- graph ----------------------------------------------------------------------------------------
 
-POINTS_PER_PARTITION = 250_000
+# A task of this many points over 12 records (1.2 M rows) peaks near 1 GB with its tiles in flight and
+# its frame written to Parquet: 2 GB workers hold it without spilling (10 M points, benchmarks/points).
+POINTS_PER_PARTITION = 100_000
 _HILBERT = "__rasteret_hilbert__"
 
 
@@ -374,20 +376,23 @@ def _with_hilbert(part: pd.DataFrame, spec: SampleSpec, bounds) -> pd.DataFrame:
 def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> tuple[dd.DataFrame, np.ndarray]:
     """Points shuffled into partitions along a Hilbert curve (kept as they are when already spatially
     partitioned), and each output partition's extent ``(x0, y0, x1, y1)`` in the points' CRS (NaN when it
-    has no point), learnt from small summaries of the input without running the shuffle itself."""
+    has no point), learnt from small summaries of the input without running the shuffle itself. One
+    partition that is to stay one is kept as it is (in its own order): there is nothing to sort it into."""
     boxes = frame.map_partitions(
         _partition_box, spec, meta=_partition_box(frame._meta, spec).iloc[:0]
     ).compute()
     extents = boxes[["x0", "y0", "x1", "y1"]].to_numpy()
-    if getattr(frame, "spatial_partitions", None) is not None or boxes["x0"].isna().all():
+    npartitions = _task_count(int(boxes["n"].sum()), frame.npartitions)
+    if (
+        getattr(frame, "spatial_partitions", None) is not None
+        or boxes["x0"].isna().all()
+        or frame.npartitions == npartitions == 1
+    ):
         return frame, extents
     bounds = (boxes["x0"].min(), boxes["y0"].min(), boxes["x1"].max(), boxes["y1"].max())
     keyed = frame.map_partitions(
         _with_hilbert, spec, bounds, meta=frame._meta.assign(**{_HILBERT: np.int64(0)})
     )
-    # Inputs read from files come in partitions of whatever size the files had: one task per
-    # POINTS_PER_PARTITION points at most keeps a task's memory bounded and every worker busy.
-    npartitions = max(frame.npartitions, -(-int(boxes["n"].sum()) // POINTS_PER_PARTITION))
     sample, cells = dask.compute(
         keyed.map_partitions(_key_sample, meta=_key_sample(keyed._meta)),
         keyed.map_partitions(_cell_boxes, spec, meta=_cell_boxes(keyed._meta, spec)),
@@ -397,6 +402,24 @@ def spatially_sorted(frame: dd.DataFrame, spec: SampleSpec) -> tuple[dd.DataFram
     divisions = _divisions(sample, npartitions)
     shuffled = keyed.set_index(_HILBERT, divisions=divisions).reset_index(drop=True)
     return shuffled, _division_extents(cells, divisions)
+
+
+def _task_count(n_points: int, n_input_partitions: int) -> int:
+    """How many partitions to sort ``n_points`` into: one per POINTS_PER_PARTITION points (bounded task
+    memory), more when that leaves worker threads idle and the input has more partitions. Not one per
+    input partition: every task reads each tile its points touch, so many small tasks over one area read
+    the same tiles many times (10 M points from 200 files: 16 GB fetched for 0.5 GB of tiles)."""
+    return max(-(-n_points // POINTS_PER_PARTITION), min(n_input_partitions, _worker_threads()), 1)
+
+
+def _worker_threads() -> int:
+    """The threads tasks will run on: the distributed client's, else the local scheduler's."""
+    from distributed import get_client
+
+    try:
+        return sum(get_client().nthreads().values()) or 1
+    except ValueError:  # no client
+        return dask.config.get("num_workers", None) or os.cpu_count() or 1
 
 
 # Extents of shuffled partitions are unions of the extents of the points in coarse Hilbert cells (of
