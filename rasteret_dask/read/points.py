@@ -5,7 +5,8 @@ coverage boxes (a longitude-sorted slice of the points per box); records with on
 of one grid tile, typically) share a point set: its points carried into that CRS once and grouped by the
 tile holding their pixel once per raster grid. Each tile is fetched and decoded once for all points and
 all bands that need it; the frame is assembled in :mod:`.point_rows`. Nodata, masked and sparse-tile
-pixels are missing values (pandas NA), never numbers."""
+pixels are missing values (pandas NA), never numbers.
+"""
 
 from __future__ import annotations
 
