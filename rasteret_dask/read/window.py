@@ -165,6 +165,6 @@ class WindowReader:
                     np.stack([np.full(grid.shape, f, dtype=self.dtype) for f in self.fills], dtype=dtype)
                 )
                 continue
-            stacked = np.stack([b.astype(self.dtype, copy=False) for b in bands], axis=1, dtype=dtype)
+            stacked = np.stack(bands, axis=1, dtype=dtype)  # each band cast once, straight to dtype
             out.append(stacked[0] if groupby is None else stacked)
         return out
